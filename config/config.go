@@ -1,0 +1,396 @@
+// Package config holds Veche's typed configuration and loads it with viper:
+// YAML file < VECHE_* environment < command-line overrides. Every key has a
+// default, every value is checked at start, and errors name the key path.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultPath is where the config lives when --config does not say.
+const DefaultPath = "veche.yaml"
+
+// EnvPrefix prefixes every environment variable that sets a key.
+const EnvPrefix = "VECHE"
+
+// Config is the whole server configuration.
+type Config struct {
+	// ServerName is the domain part of every user and room ID this server
+	// owns. It cannot change once users exist.
+	ServerName string `mapstructure:"server_name"`
+	// PublicBaseURL is the URL clients reach the client API at; it is
+	// announced in /.well-known/matrix/client.
+	PublicBaseURL  string `mapstructure:"public_baseurl"`
+	SigningKeyPath string `mapstructure:"signing_key_path"`
+
+	Database     Database     `mapstructure:"database"`
+	Listen       Listen       `mapstructure:"listen"`
+	Registration Registration `mapstructure:"registration"`
+	Password     Password     `mapstructure:"password"`
+	Auth         Auth         `mapstructure:"auth"`
+	Log          Log          `mapstructure:"log"`
+	RateLimits   RateLimits   `mapstructure:"rate_limits"`
+	WellKnown    WellKnown    `mapstructure:"well_known"`
+
+	// MaxRequestBytes caps the body of any client API request.
+	MaxRequestBytes int64 `mapstructure:"max_request_bytes"`
+	// ShutdownTimeout bounds how long in-flight requests may take to finish
+	// after SIGTERM before connections are closed.
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+
+	// Dir is the directory of the config file; relative paths in the config
+	// resolve against it. Not a config key.
+	Dir string `mapstructure:"-"`
+}
+
+// Database selects and tunes the storage backend.
+type Database struct {
+	// URL is sqlite://path (relative to the config file) or
+	// sqlite:///absolute/path, or a postgres:// URL.
+	URL          string `mapstructure:"url"`
+	MaxOpenConns int    `mapstructure:"max_open_conns"`
+}
+
+// Listen holds listener addresses.
+type Listen struct {
+	Client string `mapstructure:"client"`
+	// Metrics, when set, serves /metrics and /health on its own listener so
+	// that it can be kept off the public network.
+	Metrics string `mapstructure:"metrics"`
+	// TrustForwardedFor makes the client IP come from X-Forwarded-For; only
+	// enable it behind a reverse proxy that sets the header.
+	TrustForwardedFor bool `mapstructure:"trust_forwarded_for"`
+}
+
+// Registration controls who can create accounts.
+type Registration struct {
+	Enabled bool `mapstructure:"enabled"`
+	// Token, when set, must be presented (m.login.registration_token).
+	Token string `mapstructure:"token"`
+	// SharedSecret enables Synapse-compatible /_synapse/admin/v1/register.
+	SharedSecret string `mapstructure:"shared_secret"`
+	AllowGuests  bool   `mapstructure:"allow_guests"`
+	// ReservedLocalparts cannot be registered through the API (operators
+	// can still create them with `veche user create`).
+	ReservedLocalparts []string `mapstructure:"reserved_localparts"`
+}
+
+// Password sets password policy and hashing cost.
+type Password struct {
+	MinLength int    `mapstructure:"min_length"`
+	Argon2    Argon2 `mapstructure:"argon2"`
+}
+
+// Argon2 are argon2id parameters for new password hashes.
+type Argon2 struct {
+	MemoryKiB   uint32 `mapstructure:"memory_kib"`
+	Iterations  uint32 `mapstructure:"iterations"`
+	Parallelism uint8  `mapstructure:"parallelism"`
+}
+
+// Auth controls token lifetimes.
+type Auth struct {
+	// AccessTokenLifetime applies to access tokens issued together with a
+	// refresh token; tokens without one never expire.
+	AccessTokenLifetime time.Duration `mapstructure:"access_token_lifetime"`
+	// RefreshTokenLifetime: 0 means refresh tokens never expire.
+	RefreshTokenLifetime time.Duration `mapstructure:"refresh_token_lifetime"`
+}
+
+// Log configures logrus.
+type Log struct {
+	Level  string `mapstructure:"level"`
+	Format string `mapstructure:"format"`
+}
+
+// RateLimits configures token-bucket limits per client address or account.
+type RateLimits struct {
+	Enabled bool `mapstructure:"enabled"`
+	// Login limits login attempts per client address.
+	Login Rate `mapstructure:"login"`
+	// LoginFailures limits failed logins per account.
+	LoginFailures Rate `mapstructure:"login_failures"`
+	// Register limits registration requests per client address.
+	Register Rate `mapstructure:"register"`
+	// UsernameCheck limits username availability and registration token
+	// checks per client address (clients call them as the user types).
+	UsernameCheck Rate `mapstructure:"username_check"`
+}
+
+// Rate is a token bucket: PerSecond refill, Burst capacity.
+type Rate struct {
+	PerSecond float64 `mapstructure:"per_second"`
+	Burst     int     `mapstructure:"burst"`
+}
+
+// WellKnown controls the /.well-known/matrix documents.
+type WellKnown struct {
+	// Server, when set (host:port), is served as /.well-known/matrix/server
+	// to delegate federation.
+	Server string `mapstructure:"server"`
+}
+
+// Defaults returns every key with its default value, keyed by path. Every
+// key must be here: viper only maps VECHE_* variables onto known keys.
+func Defaults() map[string]any {
+	return map[string]any{
+		"server_name":                           "localhost",
+		"public_baseurl":                        "",
+		"signing_key_path":                      "veche.signing.key",
+		"database.url":                          "sqlite://veche.db",
+		"database.max_open_conns":               20,
+		"listen.client":                         "127.0.0.1:8008",
+		"listen.metrics":                        "",
+		"listen.trust_forwarded_for":            false,
+		"registration.enabled":                  false,
+		"registration.token":                    "",
+		"registration.shared_secret":            "",
+		"registration.allow_guests":             false,
+		"registration.reserved_localparts":      []string{"admin", "administrator", "root", "system", "server", "support", "security", "abuse", "postmaster", "hostmaster", "webmaster", "noreply", "veche"},
+		"password.min_length":                   8,
+		"password.argon2.memory_kib":            19456,
+		"password.argon2.iterations":            2,
+		"password.argon2.parallelism":           1,
+		"auth.access_token_lifetime":            "5m",
+		"auth.refresh_token_lifetime":           "0s",
+		"log.level":                             "info",
+		"log.format":                            "text",
+		"rate_limits.enabled":                   true,
+		"rate_limits.login.per_second":          0.5,
+		"rate_limits.login.burst":               10,
+		"rate_limits.login_failures.per_second": 0.05,
+		"rate_limits.login_failures.burst":      5,
+		"rate_limits.register.per_second":       0.17,
+		"rate_limits.register.burst":            10,
+		"rate_limits.username_check.per_second": 2,
+		"rate_limits.username_check.burst":      30,
+		"well_known.server":                     "",
+		"max_request_bytes":                     1 << 20,
+		"shutdown_timeout":                      "10s",
+	}
+}
+
+// Errors collects every problem found in a config, each naming its key.
+type Errors []string
+
+// Add records a problem with the key at path.
+func (e *Errors) Add(path, format string, args ...any) {
+	*e = append(*e, path+": "+fmt.Sprintf(format, args...))
+}
+
+func (e Errors) Error() string {
+	return "invalid configuration:\n  " + strings.Join(e, "\n  ")
+}
+
+// Verify checks every value and returns all problems at once.
+func (c *Config) Verify() error {
+	var errs Errors
+	if err := ValidateServerName(c.ServerName); err != nil {
+		errs.Add("server_name", "%v", err)
+	}
+	if c.PublicBaseURL != "" {
+		if u, err := url.Parse(c.PublicBaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs.Add("public_baseurl", "must be an absolute http(s) URL, got %q", c.PublicBaseURL)
+		}
+	}
+	if c.SigningKeyPath == "" {
+		errs.Add("signing_key_path", "must not be empty")
+	}
+	if _, _, err := c.Database.Parse(c.Dir); err != nil {
+		errs.Add("database.url", "%v", err)
+	}
+	if c.Database.MaxOpenConns < 1 {
+		errs.Add("database.max_open_conns", "must be at least 1, got %d", c.Database.MaxOpenConns)
+	}
+	checkHostPort(&errs, "listen.client", c.Listen.Client, false)
+	checkHostPort(&errs, "listen.metrics", c.Listen.Metrics, true)
+	if c.Registration.Token != "" && !c.Registration.Enabled {
+		errs.Add("registration.token", "is set but registration.enabled is false, so nobody can use it")
+	}
+	for i, lp := range c.Registration.ReservedLocalparts {
+		if lp == "" || lp != strings.ToLower(lp) {
+			errs.Add(fmt.Sprintf("registration.reserved_localparts[%d]", i), "must be a non-empty lower-case localpart, got %q", lp)
+		}
+	}
+	if c.Password.MinLength < 0 {
+		errs.Add("password.min_length", "must not be negative")
+	}
+	a := c.Password.Argon2
+	if a.Iterations < 1 {
+		errs.Add("password.argon2.iterations", "must be at least 1")
+	}
+	if a.Parallelism < 1 {
+		errs.Add("password.argon2.parallelism", "must be at least 1")
+	}
+	if a.MemoryKiB < 8*uint32(max(a.Parallelism, 1)) {
+		errs.Add("password.argon2.memory_kib", "must be at least 8 × parallelism, got %d", a.MemoryKiB)
+	}
+	if c.Auth.AccessTokenLifetime < time.Minute/2 {
+		errs.Add("auth.access_token_lifetime", "must be at least 30s, got %s", c.Auth.AccessTokenLifetime)
+	}
+	if c.Auth.RefreshTokenLifetime < 0 {
+		errs.Add("auth.refresh_token_lifetime", "must not be negative")
+	}
+	if _, err := ParseLogLevel(c.Log.Level); err != nil {
+		errs.Add("log.level", "%v", err)
+	}
+	if !slices.Contains([]string{"text", "json"}, c.Log.Format) {
+		errs.Add("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	for name, r := range map[string]Rate{"login": c.RateLimits.Login, "login_failures": c.RateLimits.LoginFailures, "register": c.RateLimits.Register, "username_check": c.RateLimits.UsernameCheck} {
+		if r.PerSecond <= 0 {
+			errs.Add("rate_limits."+name+".per_second", "must be positive, got %v", r.PerSecond)
+		}
+		if r.Burst < 1 {
+			errs.Add("rate_limits."+name+".burst", "must be at least 1, got %d", r.Burst)
+		}
+	}
+	if c.WellKnown.Server != "" {
+		if err := ValidateServerName(c.WellKnown.Server); err != nil {
+			errs.Add("well_known.server", "%v", err)
+		}
+	}
+	if c.MaxRequestBytes < 1024 {
+		errs.Add("max_request_bytes", "must be at least 1024, got %d", c.MaxRequestBytes)
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs.Add("shutdown_timeout", "must be positive, got %s", c.ShutdownTimeout)
+	}
+	if len(errs) > 0 {
+		slices.Sort(errs)
+		return errs
+	}
+	return nil
+}
+
+func checkHostPort(errs *Errors, key, v string, optional bool) {
+	if v == "" {
+		if !optional {
+			errs.Add(key, "must not be empty")
+		}
+		return
+	}
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		errs.Add(key, "must be host:port, got %q", v)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		errs.Add(key, "port must be 0-65535, got %q", port)
+	}
+}
+
+// ValidateServerName checks the spec's server name grammar (appendices).
+func ValidateServerName(name string) error {
+	if name == "" {
+		return errors.New("must not be empty")
+	}
+	if len(name) > 255 {
+		return errors.New("is longer than 255 characters")
+	}
+	host, port := name, ""
+	if strings.HasPrefix(name, "[") {
+		end := strings.Index(name, "]")
+		if end < 0 {
+			return fmt.Errorf("%q has an unclosed IPv6 literal", name)
+		}
+		host, port = name[1:end], strings.TrimPrefix(name[end+1:], ":")
+		if name[end+1:] != "" && !strings.HasPrefix(name[end+1:], ":") {
+			return fmt.Errorf("%q has junk after the IPv6 literal", name)
+		}
+		if ip := net.ParseIP(host); ip == nil || ip.To4() != nil {
+			return fmt.Errorf("%q is not a valid IPv6 literal", name)
+		}
+	} else {
+		if i := strings.LastIndex(name, ":"); i >= 0 {
+			host, port = name[:i], name[i+1:]
+			if port == "" {
+				return fmt.Errorf("%q has an empty port", name)
+			}
+		}
+		if host == "" {
+			return fmt.Errorf("%q has an empty hostname", name)
+		}
+		for _, r := range host {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+				return fmt.Errorf("%q may only contain letters, digits, '-' and '.' in its hostname", name)
+			}
+		}
+	}
+	if port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || len(port) > 5 || n < 1 || n > 65535 {
+			return fmt.Errorf("%q has an invalid port", name)
+		}
+	}
+	return nil
+}
+
+// Backend names a storage backend.
+type Backend string
+
+const (
+	SQLite   Backend = "sqlite"
+	Postgres Backend = "postgres"
+)
+
+// Parse splits database.url into a backend and its driver DSN: an absolute
+// file path for SQLite, the URL itself for PostgreSQL. Relative SQLite
+// paths resolve against dir.
+func (d Database) Parse(dir string) (Backend, string, error) {
+	switch {
+	case strings.HasPrefix(d.URL, "sqlite://"):
+		p := strings.TrimPrefix(d.URL, "sqlite://")
+		if i := strings.IndexAny(p, "?#"); i >= 0 {
+			return "", "", fmt.Errorf("sqlite URLs take no query or fragment, got %q", d.URL)
+		}
+		if p == "" || p == "/" {
+			return "", "", fmt.Errorf("sqlite URL %q names no file", d.URL)
+		}
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		return SQLite, p, nil
+	case strings.HasPrefix(d.URL, "postgres://"), strings.HasPrefix(d.URL, "postgresql://"):
+		if _, err := url.Parse(d.URL); err != nil {
+			return "", "", fmt.Errorf("not a valid URL: %v", err)
+		}
+		return Postgres, d.URL, nil
+	default:
+		return "", "", fmt.Errorf("must start with sqlite:// or postgres://, got %q", redactURL(d.URL))
+	}
+}
+
+// redactURL hides a password in a URL so that it can be shown in errors.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	return u.Redacted()
+}
+
+// Path resolves p against the config directory.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.Dir, p)
+}
+
+// BaseURL is the public client API URL, derived from the listener when
+// public_baseurl is unset.
+func (c *Config) BaseURL() string {
+	if c.PublicBaseURL != "" {
+		return strings.TrimRight(c.PublicBaseURL, "/") + "/"
+	}
+	return "http://" + c.Listen.Client + "/"
+}

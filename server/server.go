@@ -1,0 +1,194 @@
+// Package server assembles Veche's components into one embeddable server:
+// New opens storage and builds the components, Start binds the listeners
+// without blocking, Shutdown drains and closes everything.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
+
+	"github.com/veche/veche/accounts"
+	"github.com/veche/veche/clientapi"
+	"github.com/veche/veche/config"
+	"github.com/veche/veche/internal/httpapi"
+	"github.com/veche/veche/internal/signingkey"
+	"github.com/veche/veche/storage"
+)
+
+// Server is one running Veche homeserver.
+type Server struct {
+	cfg      *config.Config
+	log      logrus.FieldLogger
+	db       *storage.DB
+	key      signingkey.Key
+	accounts *accounts.Service
+	metrics  *httpapi.Metrics
+
+	clientSrv  *http.Server
+	metricsSrv *http.Server
+	clientLn   net.Listener
+	metricsLn  net.Listener
+
+	// bg is the lifetime of background workers; cancelled on Shutdown.
+	bg       context.Context
+	stopBg   context.CancelFunc
+	workers  sync.WaitGroup
+	shutdown sync.Once
+	shutErr  error
+}
+
+// Options are the server's inputs besides its config.
+type Options struct {
+	Log logrus.FieldLogger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// New opens the database (running migrations), loads or creates the
+// signing key, and builds every component. Nothing listens yet.
+func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error) {
+	if opts.Log == nil {
+		opts.Log = logrus.StandardLogger()
+	}
+	log := opts.Log
+	backend, dsn, err := cfg.Database.Parse(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	key, created, err := signingkey.LoadOrCreate(cfg.Path(cfg.SigningKeyPath))
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	if created {
+		log.WithField("path", cfg.Path(cfg.SigningKeyPath)).WithField("key_id", key.ID).Info("Created a new signing key")
+	}
+	db, err := storage.Open(ctx, backend, dsn, storage.Options{MaxOpenConns: cfg.Database.MaxOpenConns, Log: log.WithField("component", "storage")})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, db: db, key: key, metrics: httpapi.NewMetrics()}
+	s.metrics.RegisterDBStats(db.Pools())
+	s.accounts = accounts.New(accounts.Deps{
+		DB: db, ServerName: spec.ServerName(cfg.ServerName), Password: cfg.Password, Auth: cfg.Auth,
+		Log: log.WithField("component", "accounts"), Now: opts.Now,
+	})
+	client := clientapi.New(clientapi.Deps{Config: cfg, Accounts: s.accounts, DB: db, Log: log.WithField("component", "clientapi"), Now: opts.Now})
+
+	rt := httpapi.NewRouter()
+	client.Register(rt)
+	rt.Handle("GET /health", http.HandlerFunc(s.health))
+	s.clientSrv = &http.Server{
+		Handler: httpapi.Wrap(rt, httpapi.Options{
+			Log: log.WithField("component", "http"), Metrics: s.metrics, MaxBodyBytes: cfg.MaxRequestBytes, CORS: true, Component: "client",
+		}),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		ErrorLog:          nil,
+	}
+	if cfg.Listen.Metrics != "" {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", s.metrics.Handler())
+		mux.HandleFunc("GET /health", s.health)
+		s.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
+	s.bg, s.stopBg = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// Start binds the listeners and starts serving. It does not block.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen.Client)
+	if err != nil {
+		return fmt.Errorf("listen.client: %w", err)
+	}
+	s.clientLn = ln
+	if s.metricsSrv != nil {
+		mln, err := net.Listen("tcp", s.cfg.Listen.Metrics)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen.metrics: %w", err)
+		}
+		s.metricsLn = mln
+		s.serve(s.metricsSrv, mln, "metrics")
+	}
+	s.serve(s.clientSrv, ln, "client")
+	s.workers.Add(1)
+	go func() {
+		defer s.workers.Done()
+		s.accounts.Run(s.bg)
+	}()
+	s.log.WithField("client", ln.Addr().String()).WithField("server_name", s.cfg.ServerName).Info("Veche is listening")
+	return nil
+}
+
+func (s *Server) serve(srv *http.Server, ln net.Listener, name string) {
+	s.workers.Add(1)
+	go func() {
+		defer s.workers.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.WithError(err).WithField("listener", name).Error("Listener failed")
+		}
+	}()
+}
+
+// ClientAddr is the bound address of the client API listener.
+func (s *Server) ClientAddr() net.Addr { return s.clientLn.Addr() }
+
+// MetricsAddr is the bound address of the metrics listener, or nil.
+func (s *Server) MetricsAddr() net.Addr {
+	if s.metricsLn == nil {
+		return nil
+	}
+	return s.metricsLn.Addr()
+}
+
+// Accounts exposes the account service (for admin commands and tests).
+func (s *Server) Accounts() *accounts.Service { return s.accounts }
+
+// Shutdown stops accepting connections, lets in-flight requests finish
+// until ctx ends, stops background work and closes the database. It is
+// safe to call more than once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdown.Do(func() {
+		var errs []error
+		for _, srv := range []*http.Server{s.clientSrv, s.metricsSrv} {
+			if srv == nil {
+				continue
+			}
+			if err := srv.Shutdown(ctx); err != nil {
+				errs = append(errs, err)
+				srv.Close()
+			}
+		}
+		s.stopBg()
+		s.workers.Wait()
+		errs = append(errs, s.db.Close())
+		s.shutErr = errors.Join(errs...)
+		s.log.Info("Veche stopped")
+	})
+	return s.shutErr
+}
+
+// health answers 200 "OK" while the database answers, 503 otherwise.
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	httpapi.Info(r.Context()).Route = "GET /health"
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if err := s.db.Ping(ctx); err != nil {
+		s.log.WithError(err).Warn("Health check: database unreachable")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("database unreachable\n"))
+		return
+	}
+	_, _ = w.Write([]byte("OK"))
+}
