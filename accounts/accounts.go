@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"sync"
 	"time"
@@ -62,6 +63,13 @@ func New(d Deps) *Service {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
+	if d.Log == nil {
+		// Create and Deactivate log; a caller that does not care about the
+		// log must not get a nil-interface panic for it.
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		d.Log = l
+	}
 	return &Service{
 		db: d.DB, serverName: d.ServerName, hasher: NewHasher(d.Password.Argon2), minPwLen: d.Password.MinLength,
 		auth: d.Auth, log: d.Log, now: d.Now,
@@ -86,6 +94,9 @@ func (s *Service) LocalpartOf(userID string) (string, error) {
 	}
 	if u.Domain() != s.serverName {
 		return "", fmt.Errorf("user %q is not on this server", userID)
+	}
+	if u.Local() == "" {
+		return "", fmt.Errorf("invalid user ID %q", userID)
 	}
 	return u.Local(), nil
 }
@@ -148,11 +159,23 @@ func (s *Service) Create(ctx context.Context, acct NewAccount, login *LoginOptio
 	var sess *Session
 	err := s.db.Transact(ctx, func(tx *storage.Tx) error {
 		if acct.Guest {
-			n, err := tx.NextSequence(ctx, "guest")
-			if err != nil {
-				return err
+			// Admins can create numeric accounts. Skip their numbers: the
+			// counter rolls back with a failed transaction, so colliding
+			// would refuse every later guest too.
+			for {
+				n, err := tx.NextSequence(ctx, "guest")
+				if err != nil {
+					return err
+				}
+				acct.Localpart = strconv.FormatInt(n, 10)
+				taken, err := tx.UserExists(ctx, acct.Localpart)
+				if err != nil {
+					return err
+				}
+				if !taken {
+					break
+				}
 			}
-			acct.Localpart = strconv.FormatInt(n, 10)
 			displayName = acct.Localpart
 		}
 		err := tx.CreateUser(ctx, storage.User{
@@ -183,19 +206,18 @@ func (s *Service) Create(ctx context.Context, acct NewAccount, login *LoginOptio
 	return sess, nil
 }
 
-// CheckPassword verifies a user's password. It answers mxerr.Forbidden for
-// unknown users and wrong passwords alike, and M_USER_DEACTIVATED for a
-// deactivated account once the password is right.
+// CheckPassword verifies a user's password. Unknown users, wrong passwords
+// and deactivated accounts (whose password was dropped) all get the same
+// M_FORBIDDEN after the same amount of work, so that the answer reveals
+// nothing about which accounts exist (spec: servers may use M_FORBIDDEN
+// once they can no longer authenticate a deactivated user; Synapse does).
 func (s *Service) CheckPassword(ctx context.Context, localpart, password string) (storage.User, error) {
 	forbidden := mxerr.Forbidden("Invalid username or password")
 	if len(password) > maxPasswordBytes {
 		return storage.User{}, forbidden
 	}
 	u, err := s.db.User(ctx, localpart)
-	if errors.Is(err, storage.ErrNotFound) || (err == nil && u.PasswordHash == "") {
-		if u.Deactivated() {
-			return storage.User{}, mxerr.UserDeactivated("This account has been deactivated")
-		}
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && (u.PasswordHash == "" || u.Deactivated())) {
 		s.hasher.Burn(password)
 		return storage.User{}, forbidden
 	}
@@ -208,9 +230,6 @@ func (s *Service) CheckPassword(ctx context.Context, localpart, password string)
 	}
 	if !ok {
 		return storage.User{}, forbidden
-	}
-	if u.Deactivated() {
-		return storage.User{}, mxerr.UserDeactivated("This account has been deactivated")
 	}
 	return u, nil
 }
@@ -363,8 +382,10 @@ func (s *Service) Logout(ctx context.Context, r *Requester) error {
 
 // LogoutAll deletes every device of a user.
 func (s *Service) LogoutAll(ctx context.Context, localpart string) error {
-	_, err := s.db.DeleteDevicesExcept(ctx, localpart, "")
-	return err
+	return s.db.Transact(ctx, func(tx *storage.Tx) error {
+		_, err := tx.DeleteDevicesExcept(ctx, localpart, "")
+		return err
+	})
 }
 
 // DeleteDevices deletes devices (and their tokens) of a user.

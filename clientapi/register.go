@@ -51,6 +51,9 @@ func (a *API) register(r *http.Request) (any, error) {
 	if err := limit(a.limits.register, a.clientIP(r)); err != nil {
 		return nil, err
 	}
+	if result := a.uia.finishedResult(req.Auth, "register"); result != nil {
+		return result, nil
+	}
 	// Checks that can fail are made before auth (spec), so that nobody
 	// completes auth only to learn the name was taken.
 	localpart := ""
@@ -72,9 +75,6 @@ func (a *API) register(r *http.Request) (any, error) {
 	sess, err := a.interactiveAuth(r, req.Auth, uiaRequest{op: "register", flows: flows, clientIP: a.clientIP(r)})
 	if err != nil {
 		return nil, err
-	}
-	if _, result := a.uia.snapshot(sess); result != nil {
-		return result, nil
 	}
 	if req.Password == nil || *req.Password == "" {
 		return nil, mxerr.MissingParam("password is required")

@@ -95,6 +95,24 @@ func (s *uiaSessions) snapshot(sess *uiaSession) (completed []string, result any
 	return slices.Clone(sess.completed), sess.result
 }
 
+// finishedResult returns the stored answer when raw names a session of op
+// that already completed its operation, so that a client retrying a
+// request whose answer it lost gets that answer again.
+func (s *uiaSessions) finishedResult(raw json.RawMessage, op string) any {
+	var auth struct {
+		Session string `json:"session"`
+	}
+	if len(raw) == 0 || json.Unmarshal(raw, &auth) != nil || auth.Session == "" {
+		return nil
+	}
+	sess := s.get(auth.Session)
+	if sess == nil || sess.op != op {
+		return nil
+	}
+	_, result := s.snapshot(sess)
+	return result
+}
+
 // uiaChallenge is the 401 answer that tells a client which stages remain.
 type uiaChallenge struct {
 	Flows     []uiaFlow                 `json:"flows"`

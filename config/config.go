@@ -302,11 +302,19 @@ func ValidateServerName(name string) error {
 		if end < 0 {
 			return fmt.Errorf("%q has an unclosed IPv6 literal", name)
 		}
-		host, port = name[1:end], strings.TrimPrefix(name[end+1:], ":")
-		if name[end+1:] != "" && !strings.HasPrefix(name[end+1:], ":") {
+		host = name[1:end]
+		switch rest := name[end+1:]; {
+		case rest == "":
+		case rest == ":":
+			return fmt.Errorf("%q has an empty port", name)
+		case strings.HasPrefix(rest, ":"):
+			port = rest[1:]
+		default:
 			return fmt.Errorf("%q has junk after the IPv6 literal", name)
 		}
-		if ip := net.ParseIP(host); ip == nil || ip.To4() != nil {
+		// A colon tells IPv6 from IPv4: To4 would also reject IPv4-mapped
+		// addresses (::ffff:1.2.3.4), which the grammar allows.
+		if ip := net.ParseIP(host); ip == nil || !strings.Contains(host, ":") {
 			return fmt.Errorf("%q is not a valid IPv6 literal", name)
 		}
 	} else {
@@ -326,8 +334,9 @@ func ValidateServerName(name string) error {
 		}
 	}
 	if port != "" {
+		// Digits only: Atoi alone would take "+80".
 		n, err := strconv.Atoi(port)
-		if err != nil || len(port) > 5 || n < 1 || n > 65535 {
+		if err != nil || len(port) > 5 || strings.Trim(port, "0123456789") != "" || n < 1 || n > 65535 {
 			return fmt.Errorf("%q has an invalid port", name)
 		}
 	}
@@ -361,6 +370,11 @@ func (d Database) Parse(dir string) (Backend, string, error) {
 		return SQLite, p, nil
 	case strings.HasPrefix(d.URL, "postgres://"), strings.HasPrefix(d.URL, "postgresql://"):
 		if _, err := url.Parse(d.URL); err != nil {
+			// url.Error quotes the whole URL, password included.
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
 			return "", "", fmt.Errorf("not a valid URL: %v", err)
 		}
 		return Postgres, d.URL, nil
@@ -369,13 +383,27 @@ func (d Database) Parse(dir string) (Backend, string, error) {
 	}
 }
 
+// Redacted is the URL with any password hidden, for logs and messages.
+func (d Database) Redacted() string { return redactURL(d.URL) }
+
 // redactURL hides a password in a URL so that it can be shown in errors.
 func redactURL(s string) string {
 	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
+	if err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	// Unparseable, or parsed without userinfo although there may be one
+	// ("user:pw@host" reads as scheme "user"): hide everything before the
+	// last '@'. Hiding too much costs nothing in an error message.
+	at := strings.LastIndex(s, "@")
+	if at < 0 {
 		return s
 	}
-	return u.Redacted()
+	start := 0
+	if i := strings.Index(s[:at], "://"); i >= 0 {
+		start = i + len("://")
+	}
+	return s[:start] + "xxxxx" + s[at:]
 }
 
 // Path resolves p against the config directory.

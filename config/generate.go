@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/base64"
+	"fmt"
 	"text/template"
 )
 
@@ -112,10 +113,14 @@ shutdown_timeout: 10s
 // written so that operators can provision users with the usual tools.
 func Generate(opts GenerateOptions) ([]byte, error) {
 	if err := ValidateServerName(opts.ServerName); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("server_name: %w", err)
 	}
 	if opts.DatabaseURL == "" {
 		opts.DatabaseURL = "sqlite://veche.db"
+	}
+	// A file that Load would refuse is no use to the operator.
+	if _, _, err := (Database{URL: opts.DatabaseURL}).Parse(""); err != nil {
+		return nil, fmt.Errorf("database.url: %w", err)
 	}
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {

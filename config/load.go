@@ -6,8 +6,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/sirupsen/logrus"
@@ -39,6 +41,7 @@ func Load(path string, overrides map[string]any) (*Config, []string, error) {
 	err := v.Unmarshal(&cfg, func(dc *mapstructure.DecoderConfig) {
 		dc.Metadata = &md
 		dc.ErrorUnused = false
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(requireDurationUnit, dc.DecodeHook, checkIntRange)
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("invalid configuration in %s: %w", path, err)
@@ -72,4 +75,47 @@ func ParseLogLevel(s string) (logrus.Level, error) {
 		return 0, fmt.Errorf("must be one of trace, debug, info, warn, error, got %q", s)
 	}
 	return lvl, nil
+}
+
+// checkIntRange refuses YAML numbers that do not fit their field. With weak
+// typing mapstructure wraps them silently (parallelism: 300 becomes 44,
+// iterations: -1 becomes 4294967295); strings are range-checked already.
+func checkIntRange(from, to reflect.Type, data any) (any, error) {
+	dst := reflect.New(to).Elem()
+	src := reflect.ValueOf(data)
+	switch {
+	case to.Kind() >= reflect.Uint && to.Kind() <= reflect.Uint64:
+		switch {
+		case src.CanInt() && (src.Int() < 0 || dst.OverflowUint(uint64(src.Int()))):
+		case src.CanUint() && dst.OverflowUint(src.Uint()):
+		case src.CanFloat() && (src.Float() < 0 || src.Float() >= 1<<64 || dst.OverflowUint(uint64(src.Float()))):
+		default:
+			return data, nil
+		}
+	case to.Kind() >= reflect.Int && to.Kind() <= reflect.Int64:
+		switch {
+		case src.CanInt() && dst.OverflowInt(src.Int()):
+		case src.CanUint() && (src.Uint() > 1<<63-1 || dst.OverflowInt(int64(src.Uint()))):
+		case src.CanFloat() && (src.Float() < -(1<<63) || src.Float() >= 1<<63 || dst.OverflowInt(int64(src.Float()))):
+		default:
+			return data, nil
+		}
+	default:
+		return data, nil
+	}
+	return nil, fmt.Errorf("%v is out of range for %s", data, to)
+}
+
+// requireDurationUnit refuses bare numbers for durations: they would be
+// read as nanoseconds, so "shutdown_timeout: 30" would mean 30ns. Zero is
+// the same in any unit and stays allowed.
+func requireDurationUnit(from, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeFor[time.Duration]() {
+		return data, nil
+	}
+	v := reflect.ValueOf(data)
+	if (v.CanInt() && v.Int() != 0) || (v.CanUint() && v.Uint() != 0) || (v.CanFloat() && v.Float() != 0) {
+		return nil, fmt.Errorf("%v needs a unit, such as 30s or 5m", data)
+	}
+	return data, nil
 }

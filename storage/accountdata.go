@@ -17,8 +17,20 @@ type AccountData struct {
 
 // PutAccountData stores content under (room, type) at a new stream
 // position, which it returns. Use it inside a transaction when it must
-// commit with other writes.
+// commit with other writes; called on the DB it opens its own.
 func (o ops) PutAccountData(ctx context.Context, localpart, roomID, typ string, content json.RawMessage) (int64, error) {
+	if db, ok := o.q.(*DB); ok {
+		// The position and the row must commit together: a reader that
+		// sees the counter at pos before the row exists never asks for pos
+		// again, and a later writer could commit pos+1 in between.
+		var pos int64
+		err := db.Transact(ctx, func(tx *Tx) error {
+			var err error
+			pos, err = tx.PutAccountData(ctx, localpart, roomID, typ, content)
+			return err
+		})
+		return pos, err
+	}
 	pos, err := o.NextSequence(ctx, "stream")
 	if err != nil {
 		return 0, err

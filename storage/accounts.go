@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 )
 
 // User is a row of accounts_users.
@@ -190,7 +189,8 @@ func (o ops) DeleteDevices(ctx context.Context, localpart string, deviceIDs []st
 }
 
 // DeleteDevicesExcept removes every device of the user except keep (which
-// may be empty to remove them all). It returns the deleted device IDs.
+// may be empty to remove them all). It returns the deleted device IDs. Run
+// it in a transaction so that a device created meanwhile is not missed.
 func (o ops) DeleteDevicesExcept(ctx context.Context, localpart, keep string) ([]string, error) {
 	rows, err := o.q.query(ctx, `SELECT device_id FROM accounts_devices WHERE localpart = $1 AND device_id <> $2`, localpart, keep)
 	if err != nil {
@@ -296,12 +296,14 @@ func (o ops) InsertRefreshToken(ctx context.Context, t RefreshToken) error {
 	return err
 }
 
-// LookupRefreshToken finds a refresh token by hash, or ErrNotFound.
+// LookupRefreshToken finds a refresh token by hash, or ErrNotFound. In a
+// transaction on PostgreSQL it locks the row, so that two exchanges of the
+// same token run one after the other (SQLite has a single writer anyway).
 func (o ops) LookupRefreshToken(ctx context.Context, hash []byte) (RefreshToken, error) {
 	var t RefreshToken
 	var expires sql.NullInt64
-	err := o.q.queryRow(ctx, `SELECT localpart, device_id, created_ts, expires_ts, supersedes
-		FROM accounts_refresh_tokens WHERE token_hash = $1`, hash).
+	err := o.q.writeRow(ctx, `SELECT localpart, device_id, created_ts, expires_ts, supersedes
+		FROM accounts_refresh_tokens WHERE token_hash = $1`+o.forUpdate(), hash).
 		Scan(&t.Localpart, &t.DeviceID, &t.CreatedTS, &expires, &t.Supersedes)
 	if errors.Is(err, sql.ErrNoRows) {
 		return RefreshToken{}, ErrNotFound
@@ -366,15 +368,3 @@ func scanStrings(rows *sql.Rows) ([]string, error) {
 
 func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
 func nullInt(v int64) sql.NullInt64      { return sql.NullInt64{Int64: v, Valid: v != 0} }
-
-// placeholders returns "$start, $start+1, …" for n values.
-func placeholders(start, n int) string {
-	var b strings.Builder
-	for i := range n {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "$%d", start+i)
-	}
-	return b.String()
-}

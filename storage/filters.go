@@ -8,13 +8,18 @@ import (
 	"errors"
 )
 
+const maxFilterAttempts = 100
+
 // PutFilter stores a filter (already canonical JSON) and returns its ID.
 // An identical filter of the same user gets the same ID back.
 func (o ops) PutFilter(ctx context.Context, localpart string, filterJSON []byte) (int64, error) {
 	sum := sha256.Sum256(filterJSON)
 	hash := hex.EncodeToString(sum[:])
-	// Two concurrent inserts can pick the same next ID; the loser retries.
-	for range 3 {
+	// Concurrent inserts can pick the same next ID; the losers retry. Each
+	// lost round means another filter of this user was stored, so the loop
+	// makes progress, but N clients racing need up to N rounds: the bound
+	// only guards against a bug looping forever.
+	for range maxFilterAttempts {
 		var id int64
 		err := o.q.writeRow(ctx, `SELECT filter_id FROM accounts_filters WHERE localpart = $1 AND filter_hash = $2`, localpart, hash).Scan(&id)
 		if err == nil {
@@ -30,6 +35,9 @@ func (o ops) PutFilter(ctx context.Context, localpart string, filterJSON []byte)
 			return id, nil
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
+			return 0, err
+		}
+		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
 	}

@@ -77,17 +77,30 @@ func (db *DB) migrate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := db.writer.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS storage_migrations (
-		version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_ts BIGINT NOT NULL)`); err != nil {
+	// lock serializes servers starting against one PostgreSQL database at
+	// once, for the whole of each transaction.
+	lock := func(tx *Tx) error {
+		if db.backend != config.Postgres {
+			return nil
+		}
+		_, err := tx.exec(ctx, `SELECT pg_advisory_xact_lock(7366756)`)
+		return err
+	}
+	err = db.Transact(ctx, func(tx *Tx) error {
+		if err := lock(tx); err != nil {
+			return err
+		}
+		_, err := tx.exec(ctx, `CREATE TABLE IF NOT EXISTS storage_migrations (
+			version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_ts BIGINT NOT NULL)`)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("storage: creating migrations table: %w", err)
 	}
 	for _, m := range ms {
 		err := db.Transact(ctx, func(tx *Tx) error {
-			if db.backend == config.Postgres {
-				// Serialize concurrent starts against one database.
-				if _, err := tx.exec(ctx, `SELECT pg_advisory_xact_lock(7366756)`); err != nil {
-					return err
-				}
+			if err := lock(tx); err != nil {
+				return err
 			}
 			var n int
 			if err := tx.queryRow(ctx, `SELECT COUNT(*) FROM storage_migrations WHERE version = $1`, m.version).Scan(&n); err != nil {

@@ -41,6 +41,7 @@ type DB struct {
 	log     logrus.FieldLogger
 
 	rebindCache sync.Map // query → SQLite form
+	stmts       sync.Map // stmtKey → *sql.Stmt
 }
 
 // Options tune Open.
@@ -61,7 +62,7 @@ func Open(ctx context.Context, backend config.Backend, dsn string, opts Options)
 		opts.MaxOpenConns = 10
 	}
 	db := &DB{backend: backend, log: opts.Log}
-	db.ops = ops{q: db}
+	db.ops = ops{q: db, backend: backend}
 	switch backend {
 	case config.SQLite:
 		// _txlock=immediate takes the write lock at BEGIN so that a
@@ -110,6 +111,10 @@ func (db *DB) Backend() config.Backend { return db.backend }
 
 // Close closes every connection.
 func (db *DB) Close() error {
+	db.stmts.Range(func(_, s any) bool {
+		s.(*sql.Stmt).Close()
+		return true
+	})
 	err := db.writer.Close()
 	if db.reader != db.writer {
 		err = errors.Join(err, db.reader.Close())
@@ -155,22 +160,76 @@ type querier interface {
 	writeRow(ctx context.Context, q string, args ...any) *sql.Row
 }
 
+// stmt returns a prepared statement for q on pool, preparing it once. The
+// queries are constants, so the cache is bounded; database/sql re-prepares
+// per connection as needed. Preparing was the largest single cost of a
+// query on SQLite before this cache.
+func (db *DB) stmt(ctx context.Context, pool *sql.DB, q string) (*sql.Stmt, error) {
+	k := stmtKey{pool, q}
+	if s, ok := db.stmts.Load(k); ok {
+		return s.(*sql.Stmt), nil
+	}
+	s, err := pool.PrepareContext(ctx, db.rebind(q))
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := db.stmts.LoadOrStore(k, s); loaded {
+		s.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return s, nil
+}
+
+type stmtKey struct {
+	pool *sql.DB
+	q    string
+}
+
 func (db *DB) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	return db.writer.ExecContext(ctx, db.rebind(q), args...)
+	s, err := db.stmt(ctx, db.writer, q)
+	if err != nil {
+		return nil, err
+	}
+	return s.ExecContext(ctx, args...)
 }
 func (db *DB) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	return db.reader.QueryContext(ctx, db.rebind(q), args...)
+	s, err := db.stmt(ctx, db.reader, q)
+	if err != nil {
+		return nil, err
+	}
+	return s.QueryContext(ctx, args...)
 }
 func (db *DB) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
-	return db.reader.QueryRowContext(ctx, db.rebind(q), args...)
+	return db.rowOn(ctx, db.reader, q, args)
 }
 func (db *DB) writeRow(ctx context.Context, q string, args ...any) *sql.Row {
-	return db.writer.QueryRowContext(ctx, db.rebind(q), args...)
+	return db.rowOn(ctx, db.writer, q, args)
+}
+func (db *DB) rowOn(ctx context.Context, pool *sql.DB, q string, args []any) *sql.Row {
+	s, err := db.stmt(ctx, pool, q)
+	if err != nil {
+		// *sql.Row cannot be built with an error; the unprepared query
+		// reports the same failure through it.
+		return pool.QueryRowContext(ctx, db.rebind(q), args...)
+	}
+	return s.QueryRowContext(ctx, args...)
 }
 
 // ops carries the domain methods (one file per domain); both DB and Tx
 // embed it, so every method works alone or inside a transaction.
-type ops struct{ q querier }
+type ops struct {
+	q       querier
+	backend config.Backend
+}
+
+// forUpdate is the row-locking suffix for a SELECT inside a transaction:
+// PostgreSQL needs it; SQLite has one writer and no such clause.
+func (o ops) forUpdate() string {
+	if o.backend == config.Postgres {
+		return " FOR UPDATE"
+	}
+	return ""
+}
 
 // Tx is one database transaction. Domain methods are available on it as on
 // DB, so that several of them can commit atomically.
@@ -178,25 +237,51 @@ type Tx struct {
 	ops
 	db *DB
 	tx *sql.Tx
+	// unprepared are queries that ran without a cached statement.
+	unprepared []string
+}
+
+// txStmt binds the cached writer statement for q to the transaction. On a
+// cache miss it returns nil: preparing on the pool would need a second
+// writer connection, which SQLite's single writer does not have while the
+// transaction holds it. The query then runs unprepared and is prepared for
+// next time once the transaction ends.
+func (t *Tx) txStmt(ctx context.Context, q string) *sql.Stmt {
+	s, ok := t.db.stmts.Load(stmtKey{t.db.writer, q})
+	if !ok {
+		t.unprepared = append(t.unprepared, q)
+		return nil
+	}
+	return t.tx.StmtContext(ctx, s.(*sql.Stmt))
 }
 
 func (t *Tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	if s := t.txStmt(ctx, q); s != nil {
+		return s.ExecContext(ctx, args...)
+	}
 	return t.tx.ExecContext(ctx, t.db.rebind(q), args...)
 }
 func (t *Tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if s := t.txStmt(ctx, q); s != nil {
+		return s.QueryContext(ctx, args...)
+	}
 	return t.tx.QueryContext(ctx, t.db.rebind(q), args...)
 }
 func (t *Tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	if s := t.txStmt(ctx, q); s != nil {
+		return s.QueryRowContext(ctx, args...)
+	}
 	return t.tx.QueryRowContext(ctx, t.db.rebind(q), args...)
 }
 func (t *Tx) writeRow(ctx context.Context, q string, args ...any) *sql.Row {
-	return t.tx.QueryRowContext(ctx, t.db.rebind(q), args...)
+	return t.queryRow(ctx, q, args...)
 }
 
 // Transact runs fn in a transaction on the writer, committing if fn returns
 // nil and rolling back otherwise.
 func (db *DB) Transact(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	start := time.Now()
+	var tx *Tx
 	sqlTx, err := db.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("storage: begin: %w", err)
@@ -214,9 +299,12 @@ func (db *DB) Transact(ctx context.Context, fn func(tx *Tx) error) (err error) {
 		if d := time.Since(start); d > slowTransaction {
 			db.log.WithField("duration", d).Warn("Slow database transaction")
 		}
+		for _, q := range tx.unprepared {
+			_, _ = db.stmt(ctx, db.writer, q) // a failure only costs the cache
+		}
 	}()
-	tx := &Tx{db: db, tx: sqlTx}
-	tx.ops = ops{q: tx}
+	tx = &Tx{db: db, tx: sqlTx}
+	tx.ops = ops{q: tx, backend: db.backend}
 	return fn(tx)
 }
 

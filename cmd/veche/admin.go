@@ -32,7 +32,7 @@ func cmdGenerateConfig(env *environment, args []string) error {
 	}
 	data, err := config.Generate(config.GenerateOptions{ServerName: *serverName, DatabaseURL: *dbURL})
 	if err != nil {
-		return fmt.Errorf("server name: %w", err)
+		return err
 	}
 	if *output == "" {
 		_, err := env.stdout.Write(data)

@@ -112,7 +112,12 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, err
+			// A bad flag is a usage error like a bad command (exit 2);
+			// --help keeps ErrHelp so that nothing more is printed.
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{err.Error()}
 		}
 		if fs.NArg() == 0 {
 			return positional, nil

@@ -52,7 +52,7 @@ func cmdServe(env *environment, args []string) error {
 	}
 
 	bootLog := newLogger(env, "info", "text")
-	firstStart, err := ensureConfig(env, cf.path, *serverName)
+	firstStart, err := ensureConfig(env, cf.path, *serverName, *dbURL)
 	if err != nil {
 		return err
 	}
@@ -81,7 +81,7 @@ Veche is running for server name %q.
 Create the first user (an admin) with:
   veche user create alice --admin --config %s
 
-`, cfg.ServerName, absPath(cf.path), cfg.Path(cfg.SigningKeyPath), cfg.Database.URL, addr, cf.path)
+`, cfg.ServerName, absPath(cf.path), cfg.Path(cfg.SigningKeyPath), cfg.Database.Redacted(), addr, cf.path)
 	}
 	if env.ready != nil {
 		env.ready(addr)
@@ -94,8 +94,10 @@ Create the first user (an admin) with:
 }
 
 // ensureConfig writes a fresh config file at path when there is none, and
-// reports whether it did.
-func ensureConfig(env *environment, path, serverName string) (bool, error) {
+// reports whether it did. The database URL goes into the file, like the
+// server name, because the admin commands read the file without the flag
+// and would otherwise open a different database.
+func ensureConfig(env *environment, path, serverName, dbURL string) (bool, error) {
 	exists, err := config.Exists(path)
 	if err != nil || exists {
 		return false, err
@@ -106,9 +108,9 @@ func ensureConfig(env *environment, path, serverName string) (bool, error) {
 	if serverName == "" {
 		serverName = "localhost"
 	}
-	data, err := config.Generate(config.GenerateOptions{ServerName: serverName})
+	data, err := config.Generate(config.GenerateOptions{ServerName: serverName, DatabaseURL: dbURL})
 	if err != nil {
-		return false, fmt.Errorf("server name: %w", err)
+		return false, err
 	}
 	if err := writeNewFile(path, data); err != nil {
 		return false, err

@@ -249,7 +249,7 @@ func Wrap(h http.Handler, o Options) http.Handler {
 			if status >= 500 {
 				entry.Warn("Request handled")
 			} else {
-				entry.Debug("Request handled")
+				entry.Info("Request handled")
 			}
 		}()
 		if o.CORS && r.Method == http.MethodOptions {

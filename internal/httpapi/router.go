@@ -24,7 +24,9 @@ func (rt *Router) Handle(pattern string, h http.Handler) { rt.mux.Handle(pattern
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h, pattern := rt.mux.Handler(r)
 	if pattern != "" {
-		h.ServeHTTP(w, r)
+		// Through the mux, not h: the mux is what fills in r.Pattern and
+		// the path values.
+		rt.mux.ServeHTTP(w, r)
 		return
 	}
 	// No route matched. Let the mux's own handler decide between 404, 405

@@ -90,9 +90,6 @@ func InvalidUsername(msg string) *Error {
 }
 func Exclusive(msg string) *Error    { return newErr(http.StatusBadRequest, "M_EXCLUSIVE", msg) }
 func WeakPassword(msg string) *Error { return newErr(http.StatusBadRequest, "M_WEAK_PASSWORD", msg) }
-func UserDeactivated(msg string) *Error {
-	return newErr(http.StatusForbidden, "M_USER_DEACTIVATED", msg)
-}
 func GuestAccessForbidden(msg string) *Error {
 	return newErr(http.StatusForbidden, "M_GUEST_ACCESS_FORBIDDEN", msg)
 }

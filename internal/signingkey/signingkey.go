@@ -34,11 +34,17 @@ func Generate() (Key, error) {
 	if err != nil {
 		return Key{}, err
 	}
-	v := make([]byte, 3)
+	// Key versions are [a-zA-Z0-9_] (spec: key IDs); base64 would also
+	// produce '-' and '/'.
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	v := make([]byte, 4)
 	if _, err := rand.Read(v); err != nil {
 		return Key{}, err
 	}
-	version := "a_" + base64.RawURLEncoding.EncodeToString(v)
+	for i := range v {
+		v[i] = alphabet[int(v[i])%len(alphabet)]
+	}
+	version := "a_" + string(v)
 	return Key{ID: gomatrixserverlib.KeyID("ed25519:" + version), PrivateKey: priv}, nil
 }
 

@@ -22,6 +22,16 @@ func TestRoundTripAndSynapseFormat(t *testing.T) {
 	if _, err := Create(path); !errors.Is(err, ErrExists) {
 		t.Fatalf("Create over existing file: %v", err)
 	}
+	// Generated versions must always parse back.
+	for range 200 {
+		g, err := Generate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Parse(g.Encode()); err != nil {
+			t.Fatalf("generated key %s does not parse: %v", g.ID, err)
+		}
+	}
 	// A key as Synapse writes it.
 	syn, err := Parse([]byte("ed25519 a_xyzw nrPcMPLEfN63VtxtXHVEO6u8xvSn2nAJrgX7FzXkr+c\n"))
 	if err != nil {
