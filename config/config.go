@@ -212,6 +212,9 @@ func (c *Config) Verify() error {
 	}
 	checkHostPort(&errs, "listen.client", c.Listen.Client, false)
 	checkHostPort(&errs, "listen.metrics", c.Listen.Metrics, true)
+	if t := c.Registration.Token; t != "" && !validOpaqueToken(t) {
+		errs.Add("registration.token", "must be 1-64 characters of A-Z, a-z, 0-9, '.', '_', '~' and '-' (the spec's opaque identifier grammar)")
+	}
 	if c.Registration.Token != "" && !c.Registration.Enabled {
 		errs.Add("registration.token", "is set but registration.enabled is false, so nobody can use it")
 	}
@@ -269,6 +272,18 @@ func (c *Config) Verify() error {
 		return errs
 	}
 	return nil
+}
+
+func validOpaqueToken(s string) bool {
+	if len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '~' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func checkHostPort(errs *Errors, key, v string, optional bool) {

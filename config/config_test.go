@@ -169,6 +169,7 @@ func TestLoadErrorsNameKey(t *testing.T) {
 		{name: "public base url", file: "public_baseurl: matrix.example.org", wantKeys: []string{"public_baseurl"}},
 		{name: "signing key path", file: "signing_key_path: ''", wantKeys: []string{"signing_key_path"}},
 		{name: "token without registration", file: "registration: {token: abc}", wantKeys: []string{"registration.token"}},
+		{name: "token grammar", file: "registration: {enabled: true, token: 'has space'}", wantKeys: []string{"registration.token"}},
 		{name: "reserved localpart case", file: "registration: {reserved_localparts: [admin, Root]}", wantKeys: []string{"registration.reserved_localparts[1]"}},
 		{name: "min length", file: "password: {min_length: -1}", wantKeys: []string{"password.min_length"}},
 		{name: "argon2 iterations", file: "password: {argon2: {iterations: 0}}", wantKeys: []string{"password.argon2.iterations"}},
