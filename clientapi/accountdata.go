@@ -60,7 +60,10 @@ func (a *API) putAccountData(r *http.Request) (any, error) {
 	if err := json.Compact(&compact, body); err != nil {
 		return nil, mxerr.NotJSON("Content not JSON.")
 	}
-	_, err = a.db.PutAccountData(r.Context(), requester(r).Localpart(), roomID, typ, compact.Bytes())
+	me := requester(r)
+	err = a.stream.Write(1, []string{me.UserID.String()}, func(pos int64) error {
+		return a.db.PutAccountData(r.Context(), me.Localpart(), roomID, typ, compact.Bytes(), pos)
+	})
 	return struct{}{}, err
 }
 

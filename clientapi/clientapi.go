@@ -14,18 +14,23 @@ import (
 
 	"github.com/veche/veche/accounts"
 	"github.com/veche/veche/config"
+	"github.com/veche/veche/internal/clientevent"
 	"github.com/veche/veche/internal/httpapi"
 	"github.com/veche/veche/internal/mxerr"
 	"github.com/veche/veche/internal/ratelimit"
+	"github.com/veche/veche/internal/stream"
+	"github.com/veche/veche/roomserver"
 	"github.com/veche/veche/storage"
 )
 
 // Deps are what the client API needs.
 type Deps struct {
-	Config   *config.Config
-	Accounts *accounts.Service
-	DB       *storage.DB
-	Log      logrus.FieldLogger
+	Config     *config.Config
+	Accounts   *accounts.Service
+	DB         *storage.DB
+	Roomserver *roomserver.Roomserver
+	Stream     *stream.Stream
+	Log        logrus.FieldLogger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -35,6 +40,9 @@ type API struct {
 	cfg      *config.Config
 	accounts *accounts.Service
 	db       *storage.DB
+	rs       *roomserver.Roomserver
+	stream   *stream.Stream
+	format   *clientevent.Formatter
 	log      logrus.FieldLogger
 	now      func() time.Time
 
@@ -54,8 +62,9 @@ func New(d Deps) *API {
 		d.Now = time.Now
 	}
 	a := &API{
-		cfg: d.Config, accounts: d.Accounts, db: d.DB, log: d.Log, now: d.Now,
-		uia: newUIASessions(d.Now), nonces: newNonceStore(d.Now), baseURL: d.Config.BaseURL(),
+		cfg: d.Config, accounts: d.Accounts, db: d.DB, rs: d.Roomserver, stream: d.Stream, log: d.Log, now: d.Now,
+		format: &clientevent.Formatter{RS: d.Roomserver, DB: d.DB, Now: d.Now},
+		uia:    newUIASessions(d.Now), nonces: newNonceStore(d.Now), baseURL: d.Config.BaseURL(),
 	}
 	if rl := d.Config.RateLimits; rl.Enabled {
 		mk := func(r config.Rate) *ratelimit.Limiter { return ratelimit.New(r.PerSecond, r.Burst, d.Now) }

@@ -50,6 +50,32 @@ func (a *API) Register(rt *httpapi.Router) {
 	a.handle(rt, "GET", "/user/{userId}/rooms/{roomId}/account_data/{type}", guestOK, a.getAccountData)
 	a.handle(rt, "PUT", "/user/{userId}/rooms/{roomId}/account_data/{type}", guestOK, a.putAccountData)
 
+	// Rooms: creation and membership.
+	a.handle(rt, "POST", "/createRoom", user, a.createRoom)
+	a.handle(rt, "POST", "/join/{roomIdOrAlias}", guestOK, a.joinRoom)
+	a.handle(rt, "POST", "/rooms/{roomId}/join", guestOK, a.joinRoom)
+	a.handle(rt, "POST", "/knock/{roomIdOrAlias}", user, a.knockRoom)
+	a.handle(rt, "POST", "/rooms/{roomId}/leave", guestOK, a.leaveRoom)
+	a.handle(rt, "POST", "/rooms/{roomId}/forget", guestOK, a.forgetRoom)
+	a.handle(rt, "POST", "/rooms/{roomId}/invite", user, a.memberAction("invite", false))
+	a.handle(rt, "POST", "/rooms/{roomId}/kick", user, a.memberAction("leave", false))
+	a.handle(rt, "POST", "/rooms/{roomId}/ban", user, a.memberAction("ban", false))
+	a.handle(rt, "POST", "/rooms/{roomId}/unban", user, a.memberAction("leave", true))
+	a.handle(rt, "GET", "/joined_rooms", guestOK, a.joinedRooms)
+	a.handle(rt, "GET", "/rooms/{roomId}/members", guestOK, a.members)
+	a.handle(rt, "GET", "/rooms/{roomId}/joined_members", guestOK, a.joinedMembers)
+
+	// Rooms: events and state.
+	a.handle(rt, "PUT", "/rooms/{roomId}/send/{eventType}/{txnId}", guestOK, a.sendMessage)
+	a.handle(rt, "PUT", "/rooms/{roomId}/state/{eventType}", user, a.setState)
+	a.handle(rt, "PUT", "/rooms/{roomId}/state/{eventType}/{stateKey...}", user, a.setState)
+	a.handle(rt, "GET", "/rooms/{roomId}/state", guestOK, a.getState)
+	a.handle(rt, "GET", "/rooms/{roomId}/state/{eventType}", guestOK, a.getStateEvent)
+	a.handle(rt, "GET", "/rooms/{roomId}/state/{eventType}/{stateKey...}", guestOK, a.getStateEvent)
+	a.handle(rt, "GET", "/rooms/{roomId}/event/{eventId}", guestOK, a.getEvent)
+	a.handle(rt, "PUT", "/rooms/{roomId}/redact/{eventId}/{txnId}", user, a.redact)
+	a.handle(rt, "GET", "/rooms/{roomId}/messages", guestOK, a.messages)
+
 	// Filtering.
 	a.handle(rt, "POST", "/user/{userId}/filter", guestOK, a.createFilter)
 	a.handle(rt, "GET", "/user/{userId}/filter/{filterId}", guestOK, a.getFilter)

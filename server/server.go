@@ -20,6 +20,8 @@ import (
 	"github.com/veche/veche/config"
 	"github.com/veche/veche/internal/httpapi"
 	"github.com/veche/veche/internal/signingkey"
+	"github.com/veche/veche/internal/stream"
+	"github.com/veche/veche/roomserver"
 	"github.com/veche/veche/storage"
 )
 
@@ -30,6 +32,7 @@ type Server struct {
 	db       *storage.DB
 	key      signingkey.Key
 	accounts *accounts.Service
+	rooms    *roomserver.Roomserver
 	metrics  *httpapi.Metrics
 
 	clientSrv  *http.Server
@@ -80,7 +83,20 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		DB: db, ServerName: spec.ServerName(cfg.ServerName), Password: cfg.Password, Auth: cfg.Auth,
 		Log: log.WithField("component", "accounts"), Now: opts.Now,
 	})
-	client := clientapi.New(clientapi.Deps{Config: cfg, Accounts: s.accounts, DB: db, Log: log.WithField("component", "clientapi"), Now: opts.Now})
+	maxPos, err := db.MaxStreamPos(ctx)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	st := stream.New(maxPos)
+	s.rooms = roomserver.New(roomserver.Deps{
+		DB: db, ServerName: spec.ServerName(cfg.ServerName), Key: key, Stream: st,
+		Log: log.WithField("component", "roomserver"), Now: opts.Now,
+	})
+	client := clientapi.New(clientapi.Deps{
+		Config: cfg, Accounts: s.accounts, DB: db, Roomserver: s.rooms, Stream: st,
+		Log: log.WithField("component", "clientapi"), Now: opts.Now,
+	})
 
 	rt := httpapi.NewRouter()
 	client.Register(rt)
@@ -169,6 +185,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 		}
 		s.stopBg()
+		s.rooms.Stop()
 		s.workers.Wait()
 		errs = append(errs, s.db.Close())
 		s.shutErr = errors.Join(errs...)

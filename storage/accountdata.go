@@ -15,31 +15,14 @@ type AccountData struct {
 	StreamPos int64
 }
 
-// PutAccountData stores content under (room, type) at a new stream
-// position, which it returns. Use it inside a transaction when it must
-// commit with other writes; called on the DB it opens its own.
-func (o ops) PutAccountData(ctx context.Context, localpart, roomID, typ string, content json.RawMessage) (int64, error) {
-	if db, ok := o.q.(*DB); ok {
-		// The position and the row must commit together: a reader that
-		// sees the counter at pos before the row exists never asks for pos
-		// again, and a later writer could commit pos+1 in between.
-		var pos int64
-		err := db.Transact(ctx, func(tx *Tx) error {
-			var err error
-			pos, err = tx.PutAccountData(ctx, localpart, roomID, typ, content)
-			return err
-		})
-		return pos, err
-	}
-	pos, err := o.NextSequence(ctx, "stream")
-	if err != nil {
-		return 0, err
-	}
-	_, err = o.q.exec(ctx, `INSERT INTO accounts_account_data (localpart, room_id, type, content_json, stream_pos)
+// PutAccountData stores content under (room, type) at stream position pos,
+// reserved by the caller from the stream (see internal/stream).
+func (o ops) PutAccountData(ctx context.Context, localpart, roomID, typ string, content json.RawMessage, pos int64) error {
+	_, err := o.q.exec(ctx, `INSERT INTO accounts_account_data (localpart, room_id, type, content_json, stream_pos)
 		VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (localpart, room_id, type) DO UPDATE SET content_json = excluded.content_json, stream_pos = excluded.stream_pos`,
 		localpart, roomID, typ, string(content), pos)
-	return pos, err
+	return err
 }
 
 // AccountDataEntry returns one entry's content, or ErrNotFound.

@@ -53,7 +53,7 @@ func TestOpenTwiceKeepsMigrations(t *testing.T) {
 		t.Fatalf("user lost across reopen: %v", err)
 	}
 	// Re-running the seed rows of migration 1 would reset the counters.
-	if v, err := db.NextSequence(ctx, "stream"); err != nil || v != 1 {
+	if v, err := db.NextSequence(ctx, "guest"); err != nil || v != 1 {
 		t.Fatalf("NextSequence after reopen = %d, %v; want 1", v, err)
 	}
 }
@@ -77,17 +77,13 @@ func TestNextSequence(t *testing.T) {
 	db := open(t)
 	ctx := t.Context()
 	for want := int64(1); want <= 3; want++ {
-		got, err := db.NextSequence(ctx, "stream")
+		got, err := db.NextSequence(ctx, "guest")
 		if err != nil || got != want {
-			t.Fatalf("NextSequence(stream) = %d, %v; want %d", got, err, want)
+			t.Fatalf("NextSequence(guest) = %d, %v; want %d", got, err, want)
 		}
 	}
-	if cur, err := db.CurrentSequence(ctx, "stream"); err != nil || cur != 3 {
-		t.Errorf("CurrentSequence(stream) = %d, %v; want 3", cur, err)
-	}
-	// Counters are independent of each other.
-	if got, err := db.NextSequence(ctx, "guest"); err != nil || got != 1 {
-		t.Errorf("NextSequence(guest) = %d, %v; want 1", got, err)
+	if cur, err := db.CurrentSequence(ctx, "guest"); err != nil || cur != 3 {
+		t.Errorf("CurrentSequence(guest) = %d, %v; want 3", cur, err)
 	}
 	if _, err := db.NextSequence(ctx, "no-such-sequence"); err == nil {
 		t.Error("NextSequence of an unknown sequence succeeded")
@@ -110,7 +106,7 @@ func TestNextSequenceConcurrent(t *testing.T) {
 			var v int64
 			err := db.Transact(ctx, func(tx *storage.Tx) error {
 				var err error
-				v, err = tx.NextSequence(ctx, "stream")
+				v, err = tx.NextSequence(ctx, "guest")
 				return err
 			})
 			mu.Lock()
@@ -132,7 +128,7 @@ func TestNextSequenceConcurrent(t *testing.T) {
 			t.Fatalf("values are not 1..%d without gaps or repeats: %v", n, got)
 		}
 	}
-	if cur, err := db.CurrentSequence(ctx, "stream"); err != nil || cur != n {
+	if cur, err := db.CurrentSequence(ctx, "guest"); err != nil || cur != n {
 		t.Errorf("CurrentSequence = %d, %v; want %d", cur, err, n)
 	}
 }
@@ -149,7 +145,7 @@ func TestTransactCommits(t *testing.T) {
 		if ok, err := tx.UserExists(ctx, "alice"); err != nil || !ok {
 			t.Errorf("inside the transaction UserExists = %v, %v", ok, err)
 		}
-		_, err := tx.NextSequence(ctx, "stream")
+		_, err := tx.NextSequence(ctx, "guest")
 		return err
 	})
 	if err != nil {
@@ -158,7 +154,7 @@ func TestTransactCommits(t *testing.T) {
 	if ok, err := db.UserExists(ctx, "alice"); err != nil || !ok {
 		t.Errorf("after commit UserExists = %v, %v", ok, err)
 	}
-	if cur, _ := db.CurrentSequence(ctx, "stream"); cur != 1 {
+	if cur, _ := db.CurrentSequence(ctx, "guest"); cur != 1 {
 		t.Errorf("sequence after commit = %d, want 1", cur)
 	}
 }
@@ -172,7 +168,7 @@ func assertNothingWritten(t *testing.T, db *storage.DB) {
 	if _, err := db.User(ctx, "alice"); !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("User after rollback: err = %v, want ErrNotFound", err)
 	}
-	if cur, err := db.CurrentSequence(ctx, "stream"); err != nil || cur != 0 {
+	if cur, err := db.CurrentSequence(ctx, "guest"); err != nil || cur != 0 {
 		t.Errorf("sequence after rollback = %d, %v; want 0", cur, err)
 	}
 	if err := db.CreateUser(ctx, storage.User{Localpart: "alice", CreatedTS: 2}); err != nil {
@@ -189,7 +185,7 @@ func TestTransactRollsBackOnError(t *testing.T) {
 		if err := tx.CreateUser(ctx, storage.User{Localpart: "alice", CreatedTS: 1}); err != nil {
 			return err
 		}
-		if _, err := tx.NextSequence(ctx, "stream"); err != nil {
+		if _, err := tx.NextSequence(ctx, "guest"); err != nil {
 			return err
 		}
 		return boom
@@ -212,7 +208,7 @@ func TestTransactRollsBackOnPanic(t *testing.T) {
 			if err := tx.CreateUser(ctx, storage.User{Localpart: "alice", CreatedTS: 1}); err != nil {
 				return err
 			}
-			if _, err := tx.NextSequence(ctx, "stream"); err != nil {
+			if _, err := tx.NextSequence(ctx, "guest"); err != nil {
 				return err
 			}
 			panic(sentinel{})

@@ -1,0 +1,275 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/veche/veche/internal/filter"
+	"github.com/veche/veche/internal/mxerr"
+	"github.com/veche/veche/roomserver"
+	"github.com/veche/veche/storage"
+)
+
+// Pagination tokens. "t<depth>_<stream>" is a point in a room's
+// topological order (see storage.TopoPoint); "s<pos>" is a sync stream
+// position, which /messages accepts as the spec says.
+
+func topoToken(p storage.TopoPoint) string { return fmt.Sprintf("t%d_%d", p.Depth, p.Stream) }
+
+// parsePoint turns a from/to token into a point of the room.
+func (a *API) parsePoint(r *http.Request, room storage.Room, token string) (storage.TopoPoint, error) {
+	bad := mxerr.InvalidParam("Invalid pagination token")
+	switch {
+	case strings.HasPrefix(token, "t"):
+		d, s, ok := strings.Cut(token[1:], "_")
+		depth, err1 := strconv.ParseInt(d, 10, 64)
+		stream, err2 := strconv.ParseInt(s, 10, 64)
+		if !ok || err1 != nil || err2 != nil {
+			return storage.TopoPoint{}, bad
+		}
+		return storage.TopoPoint{Depth: depth, Stream: stream}, nil
+	case strings.HasPrefix(token, "s"):
+		pos, err := parseStreamToken(token)
+		if err != nil {
+			return storage.TopoPoint{}, bad
+		}
+		return a.db.PointAfterStream(r.Context(), room.NID, pos)
+	}
+	return storage.TopoPoint{}, bad
+}
+
+// parseStreamToken reads a sync token "s<pos>" (later parts, if any, are
+// for streams kept elsewhere).
+func parseStreamToken(token string) (int64, error) {
+	if !strings.HasPrefix(token, "s") {
+		return 0, fmt.Errorf("not a stream token")
+	}
+	num, _, _ := strings.Cut(token[1:], "_")
+	return strconv.ParseInt(num, 10, 64)
+}
+
+// snapshotAtToken returns the state snapshot at a sync token, never later
+// than limit (the latest state the requester may see).
+func (a *API) snapshotAtToken(r *http.Request, room storage.Room, token string, limit int64) (int64, error) {
+	pos, err := parseStreamToken(token)
+	if err != nil {
+		return 0, mxerr.InvalidParam("Invalid at token")
+	}
+	row, err := a.db.LastEventAtOrBefore(r.Context(), room.NID, pos)
+	if err != nil {
+		return limit, nil // before the room existed: nothing earlier to show
+	}
+	if row.StateAfterNID < limit || limit == room.StateNID {
+		return row.StateAfterNID, nil
+	}
+	return limit, nil
+}
+
+const (
+	defaultMessagesLimit = 10
+	maxMessagesLimit     = 1000
+)
+
+// messages is GET /rooms/{roomId}/messages.
+func (a *API) messages(r *http.Request) (any, error) {
+	q := r.URL.Query()
+	backwards := true
+	switch q.Get("dir") {
+	case "b":
+	case "f":
+		backwards = false
+	default:
+		return nil, mxerr.InvalidParam("dir must be b or f")
+	}
+	limit := defaultMessagesLimit
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 0 {
+			return nil, mxerr.InvalidParam("Invalid limit")
+		}
+		limit = min(n, maxMessagesLimit)
+	}
+	var f filter.RoomEventFilter
+	if fs := q.Get("filter"); fs != "" {
+		if err := json.Unmarshal([]byte(fs), &f); err != nil {
+			return nil, mxerr.BadJSON("Invalid filter")
+		}
+		if f.Limit != nil && *f.Limit > 0 {
+			limit = min(limit, *f.Limit)
+		}
+	}
+	room, err := a.room(r)
+	if err != nil {
+		return nil, err
+	}
+	me := requester(r).UserID.String()
+	ok, err := a.rs.CanRead(r.Context(), room, me)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, mxerr.Forbidden("You are not allowed to read this room")
+	}
+
+	from := storage.TopoPoint{Depth: 1 << 62, Stream: 1 << 62} // the end of the room
+	if !backwards {
+		from = storage.TopoPoint{}
+	}
+	if t := q.Get("from"); t != "" {
+		if from, err = a.parsePoint(r, room, t); err != nil {
+			return nil, err
+		}
+	}
+	var to *storage.TopoPoint
+	if t := q.Get("to"); t != "" {
+		p, err := a.parsePoint(r, room, t)
+		if err != nil {
+			return nil, err
+		}
+		to = &p
+	}
+
+	var chunk []*roomserver.Event
+	cursor, exhausted := from, false
+	// Filters and visibility drop events after the query, so fetch in
+	// rounds until the page is full, bounded so that a room full of
+	// invisible events cannot keep a request busy.
+	for round := 0; len(chunk) < limit && !exhausted && round < 20; round++ {
+		want := max(limit-len(chunk), 20)
+		rows, err := a.db.RoomEventsTopological(r.Context(), room.NID, cursor, backwards, want)
+		if err != nil {
+			return nil, err
+		}
+		exhausted = len(rows) < want
+		evs, err := a.rs.EventRows(room, rows)
+		if err != nil {
+			return nil, err
+		}
+		visibleList, err := a.rs.FilterVisible(r.Context(), room, me, evs)
+		if err != nil {
+			return nil, err
+		}
+		visible := make(map[string]bool, len(visibleList))
+		for _, e := range visibleList {
+			visible[e.EventID()] = true
+		}
+		for _, e := range evs {
+			p := storage.TopoPoint{Depth: e.Depth(), Stream: e.StreamPos}
+			if to != nil && ((backwards && !topoLess(*to, p)) || (!backwards && !topoLess(p, *to))) {
+				exhausted = true
+				break
+			}
+			if backwards {
+				cursor = p
+			} else {
+				cursor = storage.TopoPoint{Depth: p.Depth, Stream: p.Stream + 1}
+			}
+			if visible[e.EventID()] && matchRoomEvent(&f, e) {
+				chunk = append(chunk, e)
+				if len(chunk) == limit {
+					break
+				}
+			}
+		}
+	}
+	out, err := a.format.Format(r.Context(), room, chunk, a.formatOptions(r, false))
+	if err != nil {
+		return nil, err
+	}
+	resp := map[string]any{"chunk": out, "start": q.Get("from")}
+	if resp["start"] == "" {
+		resp["start"] = topoToken(from)
+	}
+	if !exhausted || len(chunk) == limit {
+		resp["end"] = topoToken(cursor)
+	}
+	if f.LazyLoadMembers && len(chunk) > 0 {
+		members, err := a.lazyMembers(r, room, chunk, f.IncludeRedundantMembers)
+		if err != nil {
+			return nil, err
+		}
+		resp["state"] = members
+	}
+	return resp, nil
+}
+
+// topoLess reports a < b in topological order.
+func topoLess(a, b storage.TopoPoint) bool {
+	return a.Depth < b.Depth || (a.Depth == b.Depth && a.Stream < b.Stream)
+}
+
+// lazyMembers returns the member events of the senders of events, as of
+// the state at the events (spec: lazy-loading room members).
+func (a *API) lazyMembers(r *http.Request, room storage.Room, events []*roomserver.Event, _ bool) (any, error) {
+	seen := map[string]bool{}
+	var members []*roomserver.Event
+	for _, e := range events {
+		s := string(e.SenderID())
+		if seen[s] {
+			continue
+		}
+		seen[s] = true
+		m, err := a.rs.StateEventAt(r.Context(), room, e.StateAfterNID, spec.MRoomMember, s)
+		if err != nil {
+			return nil, err
+		}
+		if m != nil {
+			members = append(members, m)
+		}
+	}
+	return a.format.Format(r.Context(), room, members, a.formatOptions(r, false))
+}
+
+// matchRoomEvent applies a RoomEventFilter's type, sender and URL rules.
+func matchRoomEvent(f *filter.RoomEventFilter, e *roomserver.Event) bool {
+	if f == nil {
+		return true
+	}
+	if len(f.Types) > 0 && !matchAnyType(f.Types, e.Type()) {
+		return false
+	}
+	if matchAnyType(f.NotTypes, e.Type()) {
+		return false
+	}
+	sender := string(e.SenderID())
+	if len(f.Senders) > 0 && !contains(f.Senders, sender) {
+		return false
+	}
+	if contains(f.NotSenders, sender) {
+		return false
+	}
+	if f.ContainsURL != nil {
+		var c struct {
+			URL *string `json:"url"`
+		}
+		_ = json.Unmarshal(e.Content(), &c)
+		if (c.URL != nil) != *f.ContainsURL {
+			return false
+		}
+	}
+	return true
+}
+
+// matchAnyType matches event types with the filter's '*' wildcards.
+func matchAnyType(patterns []string, typ string) bool {
+	for _, p := range patterns {
+		if p == typ || p == "*" || (strings.HasSuffix(p, "*") && strings.HasPrefix(typ, strings.TrimSuffix(p, "*"))) {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
