@@ -76,6 +76,11 @@ func (a *API) Register(rt *httpapi.Router) {
 	a.handle(rt, "PUT", "/rooms/{roomId}/redact/{eventId}/{txnId}", user, a.redact)
 	a.handle(rt, "GET", "/rooms/{roomId}/messages", guestOK, a.messages)
 
+	// Modules with their own route lists.
+	a.registerDirectoryRoutes(rt)
+	a.registerRelationsRoutes(rt)
+	a.registerEphemeralRoutes(rt)
+
 	// Filtering.
 	a.handle(rt, "POST", "/user/{userId}/filter", guestOK, a.createFilter)
 	a.handle(rt, "GET", "/user/{userId}/filter/{filterId}", guestOK, a.getFilter)
