@@ -306,6 +306,19 @@ type Requester struct {
 	tokenHash []byte
 }
 
+type requesterKey struct{}
+
+// WithRequester returns a context carrying the authenticated requester.
+func WithRequester(ctx context.Context, r *Requester) context.Context {
+	return context.WithValue(ctx, requesterKey{}, r)
+}
+
+// RequesterFrom returns the requester of an authenticated request, or nil.
+func RequesterFrom(ctx context.Context) *Requester {
+	r, _ := ctx.Value(requesterKey{}).(*Requester)
+	return r
+}
+
 // Localpart is the requester's localpart.
 func (r *Requester) Localpart() string { return r.UserID.Local() }
 

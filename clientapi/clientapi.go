@@ -4,7 +4,6 @@
 package clientapi
 
 import (
-	"context"
 	"net"
 	"net/http"
 	"strings"
@@ -101,12 +100,16 @@ func (a *API) handleAt(rt *httpapi.Router, method, fullPath string, acc access, 
 	rt.Handle(method+" "+fullPath, a.wrap(acc, h))
 }
 
-type requesterKey struct{}
-
 // requester returns the authenticated caller of a user or guestOK endpoint.
-func requester(r *http.Request) *accounts.Requester {
-	req, _ := r.Context().Value(requesterKey{}).(*accounts.Requester)
-	return req
+func requester(r *http.Request) *accounts.Requester { return accounts.RequesterFrom(r.Context()) }
+
+// Authed wraps a handler of another component in the client API's token
+// check: guests are let in when guestOK is set.
+func (a *API) Authed(allowGuests bool, h httpapi.Handler) http.Handler {
+	if allowGuests {
+		return a.wrap(guestOK, h)
+	}
+	return a.wrap(user, h)
 }
 
 // wrap authenticates the request as acc demands before calling h.
@@ -129,7 +132,7 @@ func (a *API) wrap(acc access, h httpapi.Handler) http.Handler {
 		info := httpapi.Info(r.Context())
 		info.UserID = req.UserID.String()
 		info.Log = info.Log.WithField("user_id", info.UserID).WithField("device_id", req.DeviceID)
-		return h(r.WithContext(context.WithValue(r.Context(), requesterKey{}, req)))
+		return h(r.WithContext(accounts.WithRequester(r.Context(), req)))
 	})
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/veche/veche/internal/stream"
 	"github.com/veche/veche/roomserver"
 	"github.com/veche/veche/storage"
+	"github.com/veche/veche/syncapi"
 )
 
 // Server is one running Veche homeserver.
@@ -33,6 +34,7 @@ type Server struct {
 	key      signingkey.Key
 	accounts *accounts.Service
 	rooms    *roomserver.Roomserver
+	sync     *syncapi.Sync
 	metrics  *httpapi.Metrics
 
 	clientSrv  *http.Server
@@ -98,8 +100,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		Log: log.WithField("component", "clientapi"), Now: opts.Now,
 	})
 
+	s.sync = syncapi.New(syncapi.Deps{DB: db, Roomserver: s.rooms, Stream: st, Log: log.WithField("component", "sync"), Now: opts.Now})
+
 	rt := httpapi.NewRouter()
 	client.Register(rt)
+	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
+		rt.Handle("GET "+prefix+"/sync", client.Authed(true, s.sync.Handle))
+	}
 	rt.Handle("GET /health", http.HandlerFunc(s.health))
 	s.clientSrv = &http.Server{
 		Handler: httpapi.Wrap(rt, httpapi.Options{
@@ -174,6 +181,7 @@ func (s *Server) Accounts() *accounts.Service { return s.accounts }
 // safe to call more than once.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdown.Do(func() {
+		s.sync.Close()
 		var errs []error
 		for _, srv := range []*http.Server{s.clientSrv, s.metricsSrv} {
 			if srv == nil {

@@ -80,6 +80,22 @@ func (s *Stream) Current() int64 {
 	return s.current
 }
 
+// AtLeast makes sure future positions are above pos. A client can hold a
+// token from before a restart that is ahead of the highest persisted
+// position (the last writes before the restart failed and left gaps);
+// without this its next sync would skip events that reuse those numbers.
+func (s *Stream) AtLeast(pos int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pos < s.next {
+		return
+	}
+	s.next = pos + 1
+	if len(s.inflight) == 0 {
+		s.current = pos
+	}
+}
+
 // Write reserves n positions, runs fn with the first, and releases them,
 // waking users when fn succeeds.
 func (s *Stream) Write(n int, users []string, fn func(first int64) error) error {
@@ -135,6 +151,26 @@ func (s *Stream) WakeAll() {
 	var wake []*waiter
 	for _, ws := range s.waiters {
 		for w := range ws {
+			wake = append(wake, w)
+		}
+	}
+	s.mu.Unlock()
+	for _, w := range wake {
+		select {
+		case w.ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Wake wakes the given users' readers without taking a position: for
+// in-memory changes (typing) that have their own counter, since a
+// position of this stream must stand for something persisted.
+func (s *Stream) Wake(users []string) {
+	s.mu.Lock()
+	var wake []*waiter
+	for _, u := range users {
+		for w := range s.waiters[u] {
 			wake = append(wake, w)
 		}
 	}

@@ -1,0 +1,478 @@
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"sort"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/veche/veche/internal/clientevent"
+	"github.com/veche/veche/internal/filter"
+	"github.com/veche/veche/roomserver"
+	"github.com/veche/veche/storage"
+)
+
+func newResponse(pos int64) *Response {
+	return &Response{
+		NextBatch: makeToken(pos),
+		Rooms: rooms{
+			Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{},
+			Leave: map[string]*leftRoom{}, Knock: map[string]*knockedRoom{},
+		},
+		AccountData: eventList{Events: []any{}}, Presence: eventList{Events: []any{}}, ToDevice: eventList{Events: []any{}},
+		DeviceLists: deviceLists{Changed: []string{}, Left: []string{}}, OTKCounts: map[string]int{},
+	}
+}
+
+type accountDataEvent struct {
+	Type    string          `json:"type"`
+	Content json.RawMessage `json:"content"`
+}
+
+// build computes the response for (since, pos].
+func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, error) {
+	resp := newResponse(pos)
+	userID := req.user.UserID.String()
+
+	data, err := s.db.AccountDataSince(ctx, req.user.Localpart(), req.since, pos)
+	if err != nil {
+		return nil, err
+	}
+	roomData := map[string][]any{}
+	for _, d := range data {
+		ev := accountDataEvent{Type: d.Type, Content: d.Content}
+		if d.RoomID == "" {
+			if matchEventFilter(req.filter.AccountData, d.Type, "") {
+				resp.AccountData.Events = append(resp.AccountData.Events, ev)
+			}
+			continue
+		}
+		var rf *filter.RoomEventFilter
+		if req.filter.Room != nil {
+			rf = req.filter.Room.AccountData
+		}
+		if rf == nil || matchEventFilter(&rf.EventFilter, d.Type, "") {
+			roomData[d.RoomID] = append(roomData[d.RoomID], ev)
+		}
+	}
+
+	memberships, err := s.db.RoomsOfUser(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range memberships {
+		if !roomAllowed(req.filter.Room, m.RoomID) {
+			continue
+		}
+		room, err := s.db.RoomByNID(ctx, m.RoomNID)
+		if err != nil {
+			return nil, err
+		}
+		memberEvs, err := s.rs.Events(ctx, room, []int64{m.EventNID})
+		if err != nil || len(memberEvs) == 0 {
+			return nil, err
+		}
+		memberEv := memberEvs[0]
+		if memberEv.StreamPos > pos {
+			continue // changed after this response's position: the next one tells
+		}
+		changed := memberEv.StreamPos > req.since
+		switch m.Membership {
+		case spec.Join:
+			jr, err := s.joinedRoom(ctx, req, room, memberEv, pos, roomData[room.RoomID])
+			if err != nil {
+				return nil, err
+			}
+			if jr != nil {
+				resp.Rooms.Join[room.RoomID] = jr
+			}
+		case spec.Invite:
+			if req.since == 0 || changed {
+				ir := &invitedRoom{}
+				if ir.InviteState.Events, err = s.strippedState(ctx, room, memberEv); err != nil {
+					return nil, err
+				}
+				resp.Rooms.Invite[room.RoomID] = ir
+			}
+		case spec.Knock:
+			if req.since == 0 || changed {
+				kr := &knockedRoom{}
+				if kr.KnockState.Events, err = s.strippedState(ctx, room, memberEv); err != nil {
+					return nil, err
+				}
+				resp.Rooms.Knock[room.RoomID] = kr
+			}
+		case spec.Leave, spec.Ban:
+			includeLeave := req.filter.Room != nil && req.filter.Room.IncludeLeave
+			if changed || (req.since == 0 && includeLeave) || (req.fullState && includeLeave) {
+				lr, err := s.leftRoom(ctx, req, room, memberEv, roomData[room.RoomID])
+				if err != nil {
+					return nil, err
+				}
+				resp.Rooms.Leave[room.RoomID] = lr
+			}
+		}
+	}
+	return resp, nil
+}
+
+func timelineFilter(f *filter.Filter) *filter.RoomEventFilter {
+	if f.Room != nil && f.Room.Timeline != nil {
+		return f.Room.Timeline
+	}
+	return nil
+}
+
+func stateFilter(f *filter.Filter) *filter.RoomEventFilter {
+	if f.Room != nil && f.Room.State != nil {
+		return f.Room.State
+	}
+	return nil
+}
+
+func timelineLimit(f *filter.Filter) int {
+	if tf := timelineFilter(f); tf != nil && tf.Limit != nil {
+		return min(*tf.Limit, maxTimelineLimit)
+	}
+	return defaultTimelineLimit
+}
+
+// joinedRoom renders a joined room, or nil when nothing changed in it.
+func (s *Sync) joinedRoom(ctx context.Context, req *request, room storage.Room, memberEv *roomserver.Event, pos int64, accountData []any) (*joinedRoom, error) {
+	fresh := req.since == 0 || req.fullState || memberEv.StreamPos > req.since
+	after := req.since
+	if fresh {
+		after = 0
+	}
+	tl, firstEvent, err := s.timeline(ctx, req, room, after, pos)
+	if err != nil {
+		return nil, err
+	}
+	if !fresh && len(tl.Events) == 0 && len(accountData) == 0 {
+		return nil, nil
+	}
+	jr := &joinedRoom{Timeline: *tl, Ephemeral: eventList{Events: []any{}}, AccountData: eventList{Events: accountData}}
+	if jr.AccountData.Events == nil {
+		jr.AccountData.Events = []any{}
+	}
+	// State up to the start of the timeline: all of it for a room new to
+	// the client, the changes since its last sync when the timeline had
+	// gaps, nothing otherwise (the timeline carries the changes).
+	startSnap := room.StateNID
+	if firstEvent != nil {
+		startSnap = firstEvent.StateBeforeNID
+	}
+	var state []*roomserver.Event
+	switch {
+	case fresh:
+		if state, err = s.rs.StateAt(ctx, room, startSnap); err != nil {
+			return nil, err
+		}
+	case tl.Limited:
+		if state, err = s.stateDelta(ctx, room, req.since, startSnap); err != nil {
+			return nil, err
+		}
+	}
+	state = s.filterState(req, state, tl, memberEv)
+	if jr.State.Events, err = s.format.Format(ctx, room, state, s.formatOptions(req)); err != nil {
+		return nil, err
+	}
+	if fresh || hasMembershipEvents(tl) {
+		if jr.Summary, err = s.summary(ctx, room, *memberEv.StateKey()); err != nil {
+			return nil, err
+		}
+	}
+	return jr, nil
+}
+
+func hasMembershipEvents(tl *timeline) bool {
+	for _, e := range tl.Events {
+		if e.Type == spec.MRoomMember {
+			return true
+		}
+	}
+	return false
+}
+
+// timeline loads the newest visible events in (after, upTo], oldest first.
+func (s *Sync) timeline(ctx context.Context, req *request, room storage.Room, after, upTo int64) (*timeline, *roomserver.Event, error) {
+	limit := timelineLimit(req.filter)
+	tf := timelineFilter(req.filter)
+	userID := req.user.UserID.String()
+	var picked []*roomserver.Event // newest first
+	limited := false
+	cursor := upTo
+	// Visibility and filters drop events after the query, so read in
+	// rounds until one event beyond the limit shows there are more.
+scan:
+	for round := 0; round < 10; round++ {
+		rows, err := s.db.RoomEventsStream(ctx, room.NID, after, cursor, limit+1)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(rows) == 0 {
+			break
+		}
+		evs, err := s.rs.EventRows(room, rows)
+		if err != nil {
+			return nil, nil, err
+		}
+		visible, err := s.rs.FilterVisible(ctx, room, userID, evs)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, e := range visible {
+			if !matchRoomEventFilter(tf, e) {
+				continue
+			}
+			if len(picked) == limit {
+				limited = true
+				break scan
+			}
+			picked = append(picked, e)
+		}
+		cursor = rows[len(rows)-1].StreamPos - 1
+		if len(rows) <= limit {
+			break // the window has nothing older
+		}
+	}
+	slices.Reverse(picked)
+	tl := &timeline{Limited: limited}
+	var first *roomserver.Event
+	if len(picked) > 0 {
+		first = picked[0]
+		tl.PrevBatch = topoToken(first)
+	} else {
+		tl.PrevBatch = makeToken(upTo)
+	}
+	events, err := s.format.Format(ctx, room, picked, s.formatOptions(req))
+	if err != nil {
+		return nil, nil, err
+	}
+	tl.Events = events
+	return tl, first, nil
+}
+
+func topoToken(e *roomserver.Event) string {
+	return "t" + itoa(e.Depth()) + "_" + itoa(e.StreamPos)
+}
+
+// stateDelta returns the state at snapshot `to` that differs from the
+// state the client had at stream position since.
+func (s *Sync) stateDelta(ctx context.Context, room storage.Room, since int64, to int64) ([]*roomserver.Event, error) {
+	var fromSnap int64
+	if row, err := s.db.LastEventAtOrBefore(ctx, room.NID, since); err == nil {
+		fromSnap = row.StateAfterNID
+	}
+	before, err := s.db.Snapshot(ctx, fromSnap)
+	if err != nil {
+		return nil, err
+	}
+	now, err := s.db.Snapshot(ctx, to)
+	if err != nil {
+		return nil, err
+	}
+	var nids []int64
+	for k, nid := range now {
+		if before[k] != nid {
+			nids = append(nids, nid)
+		}
+	}
+	return s.rs.Events(ctx, room, nids)
+}
+
+// filterState applies the state filter and lazy loading of members: only
+// the members who sent timeline events, and the user's own.
+func (s *Sync) filterState(req *request, state []*roomserver.Event, tl *timeline, self *roomserver.Event) []*roomserver.Event {
+	sf := stateFilter(req.filter)
+	lazy := sf != nil && sf.LazyLoadMembers
+	senders := map[string]bool{string(self.SenderID()): true, *self.StateKey(): true}
+	for _, e := range tl.Events {
+		senders[e.Sender] = true
+	}
+	inTimeline := map[string]bool{}
+	for _, e := range tl.Events {
+		inTimeline[e.EventID] = true
+	}
+	out := state[:0:0]
+	for _, e := range state {
+		if inTimeline[e.EventID()] || !matchRoomEventFilter(sf, e) {
+			continue
+		}
+		if lazy && e.Type() == spec.MRoomMember && !senders[*e.StateKey()] {
+			continue
+		}
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].StreamPos != out[j].StreamPos {
+			return out[i].StreamPos < out[j].StreamPos
+		}
+		return out[i].EventID() < out[j].EventID()
+	})
+	return out
+}
+
+// summary gives the counts and heroes clients name rooms with.
+func (s *Sync) summary(ctx context.Context, room storage.Room, self string) (*summary, error) {
+	members, err := s.db.Members(ctx, room.NID)
+	if err != nil {
+		return nil, err
+	}
+	sum := &summary{}
+	var heroes, leftHeroes []string
+	for _, m := range members {
+		switch m.Membership {
+		case spec.Join:
+			sum.JoinedCount++
+		case spec.Invite:
+			sum.InvitedCount++
+		}
+		if m.UserID == self {
+			continue
+		}
+		switch m.Membership {
+		case spec.Join, spec.Invite:
+			heroes = append(heroes, m.UserID)
+		case spec.Leave, spec.Ban:
+			leftHeroes = append(leftHeroes, m.UserID)
+		}
+	}
+	// Spec: up to 5 heroes, joined/invited members first, then former ones.
+	heroes = append(heroes, leftHeroes...)
+	sum.Heroes = heroes[:min(len(heroes), 5)]
+	return sum, nil
+}
+
+// leftRoom renders a room the user left or was banned from, with the
+// timeline up to that moment.
+func (s *Sync) leftRoom(ctx context.Context, req *request, room storage.Room, memberEv *roomserver.Event, accountData []any) (*leftRoom, error) {
+	after := req.since
+	if req.since == 0 || req.fullState {
+		after = 0
+	}
+	tl, first, err := s.timeline(ctx, req, room, after, memberEv.StreamPos)
+	if err != nil {
+		return nil, err
+	}
+	lr := &leftRoom{Timeline: *tl, AccountData: eventList{Events: accountData}}
+	if lr.AccountData.Events == nil {
+		lr.AccountData.Events = []any{}
+	}
+	var state []*roomserver.Event
+	startSnap := memberEv.StateBeforeNID
+	if first != nil {
+		startSnap = first.StateBeforeNID
+	}
+	if after == 0 {
+		state, err = s.rs.StateAt(ctx, room, startSnap)
+	} else if tl.Limited {
+		state, err = s.stateDelta(ctx, room, req.since, startSnap)
+	}
+	if err != nil {
+		return nil, err
+	}
+	state = s.filterState(req, state, tl, memberEv)
+	if lr.State.Events, err = s.format.Format(ctx, room, state, s.formatOptions(req)); err != nil {
+		return nil, err
+	}
+	return lr, nil
+}
+
+// strippedStateTypes are the state events an invitee or knocker sees
+// (spec: "Stripped state").
+var strippedStateTypes = []string{
+	spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomName, "m.room.avatar", spec.MRoomCanonicalAlias,
+	"m.room.encryption", spec.MRoomTopic,
+}
+
+func (s *Sync) strippedState(ctx context.Context, room storage.Room, memberEv *roomserver.Event) ([]strippedEvent, error) {
+	var out []strippedEvent
+	for _, t := range strippedStateTypes {
+		e, err := s.rs.StateEvent(ctx, room, t, "")
+		if err != nil {
+			return nil, err
+		}
+		if e != nil {
+			out = append(out, strippedEvent{Type: e.Type(), StateKey: "", Content: e.Content(), Sender: string(e.SenderID())})
+		}
+	}
+	out = append(out, strippedEvent{Type: memberEv.Type(), StateKey: *memberEv.StateKey(), Content: memberEv.Content(), Sender: string(memberEv.SenderID())})
+	return out, nil
+}
+
+func (s *Sync) formatOptions(req *request) clientevent.Options {
+	return clientevent.Options{Localpart: req.user.Localpart(), DeviceID: req.user.DeviceID, OmitRoomID: true}
+}
+
+// roomAllowed applies the room filter's rooms/not_rooms.
+func roomAllowed(f *filter.RoomFilter, roomID string) bool {
+	if f == nil {
+		return true
+	}
+	if len(f.Rooms) > 0 && !slices.Contains(f.Rooms, roomID) {
+		return false
+	}
+	return !slices.Contains(f.NotRooms, roomID)
+}
+
+// matchEventFilter applies types/senders of an EventFilter.
+func matchEventFilter(f *filter.EventFilter, typ, sender string) bool {
+	if f == nil {
+		return true
+	}
+	if len(f.Types) > 0 && !matchType(f.Types, typ) {
+		return false
+	}
+	if matchType(f.NotTypes, typ) {
+		return false
+	}
+	if sender != "" {
+		if len(f.Senders) > 0 && !slices.Contains(f.Senders, sender) {
+			return false
+		}
+		if slices.Contains(f.NotSenders, sender) {
+			return false
+		}
+	}
+	return true
+}
+
+func matchRoomEventFilter(f *filter.RoomEventFilter, e *roomserver.Event) bool {
+	if f == nil {
+		return true
+	}
+	if !matchEventFilter(&f.EventFilter, e.Type(), string(e.SenderID())) {
+		return false
+	}
+	if f.ContainsURL != nil {
+		var c struct {
+			URL *string `json:"url"`
+		}
+		_ = json.Unmarshal(e.Content(), &c)
+		if (c.URL != nil) != *f.ContainsURL {
+			return false
+		}
+	}
+	return true
+}
+
+// matchType matches event types against patterns with '*' wildcards.
+func matchType(patterns []string, typ string) bool {
+	for _, p := range patterns {
+		if p == "*" || p == typ {
+			return true
+		}
+		if n := len(p); n > 0 && p[n-1] == '*' && len(typ) >= n-1 && typ[:n-1] == p[:n-1] {
+			return true
+		}
+	}
+	return false
+}
+
+func itoa(v int64) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
