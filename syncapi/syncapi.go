@@ -192,12 +192,12 @@ func makeToken(pos int64) string { return "s" + strconv.FormatInt(pos, 10) }
 
 // Response is the /sync answer.
 type Response struct {
-	NextBatch   string        `json:"next_batch"`
-	Rooms       rooms         `json:"rooms"`
-	AccountData eventList     `json:"account_data"`
-	Presence    eventList     `json:"presence"`
-	ToDevice    eventList     `json:"to_device"`
-	DeviceLists deviceLists   `json:"device_lists"`
+	NextBatch   string         `json:"next_batch"`
+	Rooms       rooms          `json:"rooms"`
+	AccountData eventList      `json:"account_data"`
+	Presence    eventList      `json:"presence"`
+	ToDevice    eventList      `json:"to_device"`
+	DeviceLists deviceLists    `json:"device_lists"`
 	OTKCounts   map[string]int `json:"device_one_time_keys_count"`
 }
 
@@ -228,18 +228,18 @@ type stateEvents struct {
 }
 
 type joinedRoom struct {
-	Timeline            timeline       `json:"timeline"`
-	State               stateEvents    `json:"state"`
-	Ephemeral           eventList      `json:"ephemeral"`
-	AccountData         eventList      `json:"account_data"`
-	Summary             *summary       `json:"summary,omitempty"`
-	UnreadNotifications unreadCounts   `json:"unread_notifications"`
+	Timeline            timeline     `json:"timeline"`
+	State               stateEvents  `json:"state"`
+	Ephemeral           eventList    `json:"ephemeral"`
+	AccountData         eventList    `json:"account_data"`
+	Summary             *summary     `json:"summary,omitempty"`
+	UnreadNotifications unreadCounts `json:"unread_notifications"`
 }
 
 type summary struct {
-	Heroes        []string `json:"m.heroes,omitempty"`
-	JoinedCount   int      `json:"m.joined_member_count"`
-	InvitedCount  int      `json:"m.invited_member_count"`
+	Heroes       []string `json:"m.heroes,omitempty"`
+	JoinedCount  int      `json:"m.joined_member_count"`
+	InvitedCount int      `json:"m.invited_member_count"`
 }
 
 type unreadCounts struct {
