@@ -78,7 +78,7 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 		if memberEv.StreamPos > pos {
 			continue // changed after this response's position: the next one tells
 		}
-		changed := memberEv.StreamPos > req.since
+		changed := req.since > 0 && memberEv.StreamPos > req.since
 		switch m.Membership {
 		case spec.Join:
 			jr, err := s.joinedRoom(ctx, req, room, memberEv, pos, roomData[room.RoomID])

@@ -2,9 +2,16 @@ package syncapi_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/veche/veche/internal/testserver"
@@ -30,39 +37,334 @@ func register(t *testing.T, s *testserver.Server, name string) *mautrix.Client {
 	return cli
 }
 
-func TestSmoke(t *testing.T) {
+// syncRaw calls /sync and decodes the answer generically, so that tests
+// see exactly what the server sent.
+func syncRaw(t *testing.T, cli *mautrix.Client, params map[string]string) map[string]any {
+	t.Helper()
+	q := url.Values{}
+	for k, v := range params {
+		q.Set(k, v)
+	}
+	req, _ := http.NewRequest("GET", cli.HomeserverURL.String()+"/_matrix/client/v3/sync?"+q.Encode(), nil)
+	req.Header.Set("Authorization", "Bearer "+cli.AccessToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 200 {
+		t.Fatalf("sync = %d %s", res.StatusCode, body)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(body, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func sendTexts(t *testing.T, cli *mautrix.Client, room id.RoomID, n int, prefix string) []id.EventID {
+	t.Helper()
+	var ids []id.EventID
+	for i := range n {
+		resp, err := cli.SendText(ctx, room, fmt.Sprintf("%s %d", prefix, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, resp.EventID)
+	}
+	return ids
+}
+
+func bodies(evs []*event.Event) []string {
+	var out []string
+	for _, e := range evs {
+		if e.Type == event.EventMessage {
+			_ = e.Content.ParseRaw(e.Type)
+			out = append(out, e.Content.AsMessage().Body)
+		}
+	}
+	return out
+}
+
+func TestInitialAndIncrementalSync(t *testing.T) {
+	t.Parallel()
 	s := testserver.Start(t)
 	alice := register(t, s, "alice")
 	bob := register(t, s, "bob")
-	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "x", Invite: []id.UserID{bob.UserID}})
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "Planning", Invite: []id.UserID{bob.UserID}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := bob.SyncRequest(ctx, 0, "", "", false, "")
+
+	// Bob sees the invite with stripped state.
+	first, err := bob.SyncRequest(ctx, 0, "", "", false, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%+v", resp.Rooms.Invite[room.RoomID])
+	inv := first.Rooms.Invite[room.RoomID]
+	if inv == nil {
+		t.Fatalf("invite missing: %+v", first.Rooms)
+	}
+	var sawName, sawInvite bool
+	for _, e := range inv.State.Events {
+		sawName = sawName || e.Type == event.StateRoomName
+		sawInvite = sawInvite || (e.Type == event.StateMember && e.GetStateKey() == bob.UserID.String())
+	}
+	if !sawName || !sawInvite {
+		t.Fatalf("stripped state lacks name or the invite: %+v", inv.State.Events)
+	}
+	if len(first.Rooms.Join) != 0 {
+		t.Fatalf("bob is in no room yet: %+v", first.Rooms.Join)
+	}
+
 	if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
 		t.Fatal(err)
 	}
-	resp2, err := bob.SyncRequest(ctx, 30000, resp.NextBatch, "", false, "")
+	second, err := bob.SyncRequest(ctx, 0, first.NextBatch, "", false, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	jr := resp2.Rooms.Join[room.RoomID]
-	t.Logf("join: timeline %d state %d limited %v", len(jr.Timeline.Events), len(jr.State.Events), jr.Timeline.Limited)
-	done := make(chan *mautrix.RespSync)
+	jr := second.Rooms.Join[room.RoomID]
+	if jr == nil {
+		t.Fatalf("newly joined room missing: %+v", second.Rooms)
+	}
+	if jr.Summary.JoinedMemberCount == nil || *jr.Summary.JoinedMemberCount != 2 {
+		t.Fatalf("summary = %+v", jr.Summary)
+	}
+
+	// A long-poll returns as soon as Alice's message lands.
+	done := make(chan *mautrix.RespSync, 1)
 	go func() {
-		r, err := bob.SyncRequest(ctx, 30000, resp2.NextBatch, "", false, "")
+		r, err := bob.SyncRequest(ctx, 30000, second.NextBatch, "", false, "")
 		if err != nil {
 			t.Error(err)
 		}
 		done <- r
 	}()
-	if _, err := alice.SendText(ctx, room.RoomID, "hello"); err != nil {
+	start := time.Now()
+	if _, err := alice.SendText(ctx, room.RoomID, "agenda?"); err != nil {
 		t.Fatal(err)
 	}
-	r3 := <-done
-	t.Logf("incremental: %d events", len(r3.Rooms.Join[room.RoomID].Timeline.Events))
+	third := <-done
+	if time.Since(start) > 20*time.Second {
+		t.Fatal("long-poll was not woken by the message")
+	}
+	got := bodies(third.Rooms.Join[room.RoomID].Timeline.Events)
+	if len(got) != 1 || got[0] != "agenda?" {
+		t.Fatalf("incremental timeline = %v", got)
+	}
+	// Nothing new: a zero-timeout sync is empty and keeps the position.
+	fourth, err := bob.SyncRequest(ctx, 0, third.NextBatch, "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fourth.Rooms.Join) != 0 || fourth.NextBatch != third.NextBatch {
+		t.Fatalf("idle sync = %+v (next %s, was %s)", fourth.Rooms.Join, fourth.NextBatch, third.NextBatch)
+	}
+}
+
+func TestLimitedTimelineAndPagination(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t)
+	alice := register(t, s, "alice")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	initial, err := alice.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := sendTexts(t, alice, room.RoomID, 25, "msg")
+	filter := `{"room":{"timeline":{"limit":5}}}`
+	resp := syncRaw(t, alice, map[string]string{"since": initial.NextBatch, "filter": filter})
+	tl := resp["rooms"].(map[string]any)["join"].(map[string]any)[string(room.RoomID)].(map[string]any)["timeline"].(map[string]any)
+	events := tl["events"].([]any)
+	if len(events) != 5 || tl["limited"] != true {
+		t.Fatalf("timeline: %d events, limited=%v", len(events), tl["limited"])
+	}
+	if events[4].(map[string]any)["event_id"] != string(sent[24]) {
+		t.Fatal("timeline does not end with the latest event")
+	}
+	if _, ok := events[0].(map[string]any)["room_id"]; ok {
+		t.Fatal("sync timeline events must not carry room_id")
+	}
+	// Paginating back from prev_batch yields the rest, in order, once each.
+	seen := map[string]bool{}
+	for _, e := range events {
+		seen[e.(map[string]any)["event_id"].(string)] = true
+	}
+	from := tl["prev_batch"].(string)
+	var older []string
+	for from != "" {
+		msgs, err := alice.Messages(ctx, room.RoomID, from, "", mautrix.DirectionBackward, nil, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range msgs.Chunk {
+			if seen[string(e.ID)] {
+				t.Fatalf("event %s repeated", e.ID)
+			}
+			seen[string(e.ID)] = true
+			older = append(older, string(e.ID))
+		}
+		from = msgs.End
+	}
+	for i, id := range sent {
+		if !seen[string(id)] {
+			t.Fatalf("message %d (%s) never seen", i, id)
+		}
+	}
+	// Older events come newest first: sent[19] right before the timeline.
+	if older[0] != string(sent[19]) {
+		t.Fatalf("first older event = %s, want %s", older[0], sent[19])
+	}
+}
+
+func TestLeaveAndRejoinSections(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t)
+	alice := register(t, s, "alice")
+	bob := register(t, s, "bob")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	start, err := bob.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendTexts(t, alice, room.RoomID, 2, "before")
+	if _, err := bob.LeaveRoom(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	sendTexts(t, alice, room.RoomID, 2, "after")
+	resp, err := bob.SyncRequest(ctx, 0, start.NextBatch, "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := resp.Rooms.Leave[room.RoomID]
+	if left == nil || resp.Rooms.Join[room.RoomID] != nil {
+		t.Fatalf("leave section = %+v, join = %+v", resp.Rooms.Leave, resp.Rooms.Join)
+	}
+	got := bodies(left.Timeline.Events)
+	if len(got) != 2 || got[0] != "before 0" {
+		t.Fatalf("left timeline = %v: must end at the leave", got)
+	}
+	// Initial syncs leave left rooms out unless asked.
+	fresh := syncRaw(t, bob, nil)
+	if len(fresh["rooms"].(map[string]any)["leave"].(map[string]any)) != 0 {
+		t.Fatal("initial sync lists left rooms without include_leave")
+	}
+	withLeave := syncRaw(t, bob, map[string]string{"filter": `{"room":{"include_leave":true}}`})
+	if withLeave["rooms"].(map[string]any)["leave"].(map[string]any)[string(room.RoomID)] == nil {
+		t.Fatal("include_leave did not list the left room")
+	}
+}
+
+func TestHistoryVisibilityInSync(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t)
+	alice := register(t, s, "alice")
+	bob := register(t, s, "bob")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", InitialState: []*event.Event{{
+		Type: event.StateHistoryVisibility, Content: event.Content{Raw: map[string]any{"history_visibility": "joined"}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendTexts(t, alice, room.RoomID, 3, "secret")
+	if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	sendTexts(t, alice, room.RoomID, 1, "visible")
+	resp, err := bob.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := bodies(resp.Rooms.Join[room.RoomID].Timeline.Events)
+	if len(got) != 1 || got[0] != "visible 0" {
+		t.Fatalf("bob sees %v; history before his join is 'joined'-only", got)
+	}
+	msgs, err := bob.Messages(ctx, room.RoomID, "", "", mautrix.DirectionBackward, nil, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bodies(msgs.Chunk) {
+		if b != "visible 0" {
+			t.Fatalf("/messages leaked %q", b)
+		}
+	}
+}
+
+func TestLazyLoadingAndAccountData(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t)
+	alice := register(t, s, "alice")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var others []*mautrix.Client
+	for i := range 4 {
+		c := register(t, s, fmt.Sprintf("member%d", i))
+		if _, err := c.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		others = append(others, c)
+	}
+	sendTexts(t, alice, room.RoomID, 12, "chat")
+	sendTexts(t, others[2], room.RoomID, 1, "hi")
+	if err := alice.SetAccountData(ctx, "org.example.settings", map[string]any{"a": 1}); err != nil {
+		t.Fatal(err)
+	}
+	resp := syncRaw(t, alice, map[string]string{"filter": `{"room":{"timeline":{"limit":3},"state":{"lazy_load_members":true}}}`})
+	jr := resp["rooms"].(map[string]any)["join"].(map[string]any)[string(room.RoomID)].(map[string]any)
+	members := map[string]bool{}
+	for _, e := range jr["state"].(map[string]any)["events"].([]any) {
+		ev := e.(map[string]any)
+		if ev["type"] == "m.room.member" {
+			members[ev["state_key"].(string)] = true
+		}
+	}
+	if !members[string(alice.UserID)] || !members[string(others[2].UserID)] || members[string(others[0].UserID)] {
+		t.Fatalf("lazy-loaded members = %v: want alice and member2 only", members)
+	}
+	var sawSettings bool
+	for _, e := range resp["account_data"].(map[string]any)["events"].([]any) {
+		sawSettings = sawSettings || e.(map[string]any)["type"] == "org.example.settings"
+	}
+	if !sawSettings {
+		t.Fatalf("account data missing: %v", resp["account_data"])
+	}
+}
+
+func TestSyncErrors(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t)
+	alice := register(t, s, "alice")
+	for _, params := range []string{"since=garbage", "timeout=-5", "full_state=maybe", "filter=%7Bbad", "filter=999"} {
+		req, _ := http.NewRequest("GET", s.URL+"/_matrix/client/v3/sync?"+params, nil)
+		req.Header.Set("Authorization", "Bearer "+alice.AccessToken)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 400 && res.StatusCode != 404 {
+			t.Errorf("sync?%s = %d, want a 4xx Matrix error", params, res.StatusCode)
+		}
+	}
+	res, err := http.Get(s.URL + "/_matrix/client/v3/sync")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 401 {
+		t.Fatalf("unauthenticated sync = %d", res.StatusCode)
+	}
 }
