@@ -45,9 +45,11 @@ func loadMigrations(backend config.Backend) ([]migration, error) {
 		ms = append(ms, migration{version: v, name: name, sql: filterDialect(string(raw), backend)})
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("storage: migrations must be numbered 1, 2, …; found %d at position %d", m.version, i+1)
+	// Numbers must be unique; gaps are allowed, so that work developed in
+	// parallel can reserve numbers ahead.
+	for i := 1; i < len(ms); i++ {
+		if ms[i].version == ms[i-1].version {
+			return nil, fmt.Errorf("storage: two migrations are numbered %d", ms[i].version)
 		}
 	}
 	return ms, nil
