@@ -9,6 +9,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/veche/veche/internal/clientevent"
+	"github.com/veche/veche/internal/httpapi"
 	"github.com/veche/veche/internal/mxerr"
 	"github.com/veche/veche/roomserver"
 	"github.com/veche/veche/storage"
@@ -79,10 +80,82 @@ func (a *API) joinRoom(r *http.Request) (any, error) {
 			return nil, err
 		}
 	}
-	if err := a.changeMembership(r, room, me.UserID.String(), spec.Join, body.Reason); err != nil {
+	profile, err := a.memberProfile(r, me.UserID.String())
+	if err != nil {
+		return nil, err
+	}
+	authoriser, err := a.rs.RestrictedJoinAuthoriser(r.Context(), room, me.UserID.String())
+	if err != nil {
+		return nil, err
+	}
+	if authoriser != "" {
+		profile["join_authorised_via_users_server"] = authoriser
+	}
+	if _, err := a.rs.ChangeMembership(r.Context(), room.RoomID, roomserver.MembershipChange{
+		Sender: me.UserID.String(), Target: me.UserID.String(), Membership: spec.Join,
+		Content: memberContent(spec.Join, body.Reason, false, profile),
+	}); err != nil {
 		return nil, err
 	}
 	return map[string]string{"room_id": room.RoomID}, nil
+}
+
+// upgradeRoom is POST /rooms/{roomId}/upgrade.
+func (a *API) upgradeRoom(r *http.Request) (any, error) {
+	var body struct {
+		NewVersion         string   `json:"new_version"`
+		AdditionalCreators []string `json:"additional_creators"`
+	}
+	if err := httpapi.DecodeJSON(r, &body); err != nil {
+		return nil, err
+	}
+	if body.NewVersion == "" {
+		return nil, mxerr.MissingParam("new_version is required")
+	}
+	for _, u := range body.AdditionalCreators {
+		if _, err := spec.NewUserID(u, true); err != nil {
+			return nil, mxerr.InvalidParam("additional_creators must be user IDs")
+		}
+	}
+	room, err := a.room(r)
+	if err != nil {
+		return nil, err
+	}
+	me := requester(r).UserID.String()
+	if m, err := a.rs.Membership(r.Context(), room, me); err != nil || m != spec.Join {
+		if err != nil {
+			return nil, err
+		}
+		return nil, mxerr.Forbidden("You are not in this room")
+	}
+	profile, err := a.memberProfile(r, me)
+	if err != nil {
+		return nil, err
+	}
+	newID, err := a.rs.UpgradeRoom(r.Context(), room, roomserver.UpgradeRequest{
+		Sender: me, NewVersion: body.NewVersion, AdditionalCreators: body.AdditionalCreators,
+		CreatorMember: memberContent(spec.Join, "", false, profile),
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Local aliases follow the room.
+	aliases, err := a.db.AliasesOfRoom(r.Context(), room.RoomID)
+	if err != nil {
+		return nil, err
+	}
+	for _, al := range aliases {
+		if err := a.db.DeleteAlias(r.Context(), al); err == nil {
+			_ = a.db.PutAlias(r.Context(), al, newID, me, a.now().UnixMilli())
+		}
+	}
+	if room.Visibility == "public" {
+		if nr, err := a.rs.Room(r.Context(), newID); err == nil {
+			_ = a.db.SetRoomVisibility(r.Context(), nr.NID, "public")
+			_ = a.db.SetRoomVisibility(r.Context(), room.NID, "private")
+		}
+	}
+	return map[string]string{"replacement_room": newID}, nil
 }
 
 // checkGuestAccess refuses guests unless the room allows them in.

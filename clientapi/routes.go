@@ -75,6 +75,7 @@ func (a *API) Register(rt *httpapi.Router) {
 	a.handle(rt, "GET", "/rooms/{roomId}/event/{eventId}", guestOK, a.getEvent)
 	a.handle(rt, "PUT", "/rooms/{roomId}/redact/{eventId}/{txnId}", user, a.redact)
 	a.handle(rt, "GET", "/rooms/{roomId}/messages", guestOK, a.messages)
+	a.handle(rt, "POST", "/rooms/{roomId}/upgrade", user, a.upgradeRoom)
 
 	// Modules with their own route lists.
 	a.registerDirectoryRoutes(rt)
