@@ -4,8 +4,11 @@ import (
 	"encoding/json"
 	"net/http"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
 	"github.com/veche/veche/internal/httpapi"
 	"github.com/veche/veche/internal/mxerr"
+	"github.com/veche/veche/roomserver"
 )
 
 // changePassword is POST /account/password. Resetting a forgotten password
@@ -57,8 +60,26 @@ func (a *API) deactivate(r *http.Request) (any, error) {
 	if err := a.accounts.Deactivate(r.Context(), me.Localpart(), req.Erase); err != nil {
 		return nil, err
 	}
+	a.leaveAllRooms(r, me.UserID.String())
 	// No third-party IDs are bound by Veche, so there is nothing to unbind.
 	return map[string]string{"id_server_unbind_result": "no-support"}, nil
+}
+
+// leaveAllRooms takes a deactivated user out of every room they are in or
+// invited to, as a deactivated account must not linger in member lists.
+func (a *API) leaveAllRooms(r *http.Request, userID string) {
+	rooms, err := a.db.RoomsOfUser(r.Context(), userID, spec.Join, spec.Invite, spec.Knock)
+	if err != nil {
+		httpapi.Logger(r.Context()).WithError(err).Warn("Listing rooms of a deactivated user failed")
+		return
+	}
+	for _, room := range rooms {
+		if _, err := a.rs.ChangeMembership(r.Context(), room.RoomID, roomserver.MembershipChange{
+			Sender: userID, Target: userID, Membership: spec.Leave, Content: memberContent(spec.Leave, "", false, nil),
+		}); err != nil {
+			httpapi.Logger(r.Context()).WithError(err).WithField("room_id", room.RoomID).Warn("Leaving a room after deactivation failed")
+		}
+	}
 }
 
 // threePIDs is GET /account/3pid. Veche does not bind email addresses or

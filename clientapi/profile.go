@@ -8,8 +8,11 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
 	"github.com/veche/veche/internal/httpapi"
 	"github.com/veche/veche/internal/mxerr"
+	"github.com/veche/veche/roomserver"
 	"github.com/veche/veche/storage"
 )
 
@@ -121,7 +124,36 @@ func (a *API) setProfileField(r *http.Request) (any, error) {
 		}
 		return tx.SetProfileField(r.Context(), localpart, key, compact.Bytes())
 	})
-	return struct{}{}, err
+	if err != nil {
+		return nil, err
+	}
+	if key == "displayname" || key == "avatar_url" {
+		a.propagateProfile(r, requester(r).UserID.String())
+	}
+	return struct{}{}, nil
+}
+
+// propagateProfile sends an updated member event to every room the user
+// is joined to (spec: "Events on Change of Profile Information"), so that
+// other members see the new name and avatar. Failures are logged: the
+// profile itself is already stored.
+func (a *API) propagateProfile(r *http.Request, userID string) {
+	rooms, err := a.db.RoomsOfUser(r.Context(), userID, spec.Join)
+	if err != nil {
+		httpapi.Logger(r.Context()).WithError(err).Warn("Listing rooms for a profile update failed")
+		return
+	}
+	profile, err := a.memberProfile(r, userID)
+	if err != nil {
+		return
+	}
+	for _, room := range rooms {
+		if _, err := a.rs.ChangeMembership(r.Context(), room.RoomID, roomserver.MembershipChange{
+			Sender: userID, Target: userID, Membership: spec.Join, Content: memberContent(spec.Join, "", false, profile),
+		}); err != nil {
+			httpapi.Logger(r.Context()).WithError(err).WithField("room_id", room.RoomID).Warn("Updating the member event after a profile change failed")
+		}
+	}
 }
 
 // validateProfileValue applies the spec's types to the well-known fields;
@@ -176,5 +208,11 @@ func (a *API) deleteProfileField(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return struct{}{}, a.db.DeleteProfileField(r.Context(), localpart, key)
+	if err := a.db.DeleteProfileField(r.Context(), localpart, key); err != nil {
+		return nil, err
+	}
+	if key == "displayname" || key == "avatar_url" {
+		a.propagateProfile(r, requester(r).UserID.String())
+	}
+	return struct{}{}, nil
 }

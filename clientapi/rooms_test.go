@@ -302,3 +302,34 @@ func TestRestartKeepsRooms(t *testing.T) {
 		t.Fatalf("sync after restart: %v", err)
 	}
 }
+
+func TestProfileAndDeactivationReachRooms(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t)
+	alice := registerUser(t, s, "alice")
+	bob := registerUser(t, s, "bob")
+	resp, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := resp.RoomID
+	if _, err := bob.JoinRoomByID(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.SetDisplayName(ctx, "Robert"); err != nil {
+		t.Fatal(err)
+	}
+	var m event.MemberEventContent
+	if err := alice.StateEvent(ctx, room, event.StateMember, string(bob.UserID), &m); err != nil || m.Displayname != "Robert" {
+		t.Fatalf("member event after rename = %+v, %v", m, err)
+	}
+	first := do(t, "POST", clientURL(s, "/account/deactivate"), bob.AccessToken, nil)
+	ok := do(t, "POST", clientURL(s, "/account/deactivate"), bob.AccessToken,
+		map[string]any{"auth": passwordAuth(first.Body["session"].(string), bob.UserID, testPassword)})
+	if ok.Status != 200 {
+		t.Fatalf("deactivate = %d %s", ok.Status, ok.Raw)
+	}
+	if err := alice.StateEvent(ctx, room, event.StateMember, string(bob.UserID), &m); err != nil || m.Membership != event.MembershipLeave {
+		t.Fatalf("deactivated user's membership = %+v, %v", m, err)
+	}
+}
