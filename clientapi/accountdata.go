@@ -56,6 +56,11 @@ func (a *API) putAccountData(r *http.Request) (any, error) {
 	if err := httpapi.UnmarshalObject(body, &obj); err != nil {
 		return nil, err
 	}
+	if typ == "m.ignored_user_list" && roomID == "" {
+		if err := validateIgnoredUserList(obj); err != nil {
+			return nil, err
+		}
+	}
 	var compact bytes.Buffer
 	if err := json.Compact(&compact, body); err != nil {
 		return nil, mxerr.NotJSON("Content not JSON.")

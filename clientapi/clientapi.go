@@ -20,6 +20,7 @@ import (
 	"github.com/veche/veche/internal/stream"
 	"github.com/veche/veche/roomserver"
 	"github.com/veche/veche/storage"
+	"github.com/veche/veche/typing"
 )
 
 // Deps are what the client API needs.
@@ -29,6 +30,7 @@ type Deps struct {
 	DB         *storage.DB
 	Roomserver *roomserver.Roomserver
 	Stream     *stream.Stream
+	Typing     *typing.Tracker
 	Log        logrus.FieldLogger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -41,6 +43,7 @@ type API struct {
 	db       *storage.DB
 	rs       *roomserver.Roomserver
 	stream   *stream.Stream
+	typing   *typing.Tracker
 	format   *clientevent.Formatter
 	log      logrus.FieldLogger
 	now      func() time.Time
@@ -61,7 +64,7 @@ func New(d Deps) *API {
 		d.Now = time.Now
 	}
 	a := &API{
-		cfg: d.Config, accounts: d.Accounts, db: d.DB, rs: d.Roomserver, stream: d.Stream, log: d.Log, now: d.Now,
+		cfg: d.Config, accounts: d.Accounts, db: d.DB, rs: d.Roomserver, stream: d.Stream, typing: d.Typing, log: d.Log, now: d.Now,
 		format: &clientevent.Formatter{RS: d.Roomserver, DB: d.DB, Now: d.Now},
 		uia:    newUIASessions(d.Now), nonces: newNonceStore(d.Now), baseURL: d.Config.BaseURL(),
 	}

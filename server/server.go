@@ -24,6 +24,7 @@ import (
 	"github.com/veche/veche/roomserver"
 	"github.com/veche/veche/storage"
 	"github.com/veche/veche/syncapi"
+	"github.com/veche/veche/typing"
 )
 
 // Server is one running Veche homeserver.
@@ -35,6 +36,7 @@ type Server struct {
 	accounts *accounts.Service
 	rooms    *roomserver.Roomserver
 	sync     *syncapi.Sync
+	typing   *typing.Tracker
 	metrics  *httpapi.Metrics
 
 	clientSrv  *http.Server
@@ -95,8 +97,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		DB: db, ServerName: spec.ServerName(cfg.ServerName), Key: key, Stream: st,
 		Log: log.WithField("component", "roomserver"), Now: opts.Now,
 	})
+	s.typing = typing.New(st, opts.Now)
 	client := clientapi.New(clientapi.Deps{
-		Config: cfg, Accounts: s.accounts, DB: db, Roomserver: s.rooms, Stream: st,
+		Config: cfg, Accounts: s.accounts, DB: db, Roomserver: s.rooms, Stream: st, Typing: s.typing,
 		Log: log.WithField("component", "clientapi"), Now: opts.Now,
 	})
 
@@ -173,6 +176,10 @@ func (s *Server) MetricsAddr() net.Addr {
 	return s.metricsLn.Addr()
 }
 
+// Roomserver exposes the room state machine (for tests and, later, the
+// federation component).
+func (s *Server) Roomserver() *roomserver.Roomserver { return s.rooms }
+
 // Accounts exposes the account service (for admin commands and tests).
 func (s *Server) Accounts() *accounts.Service { return s.accounts }
 
@@ -194,6 +201,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		s.stopBg()
 		s.rooms.Stop()
+		s.typing.Close()
 		s.workers.Wait()
 		errs = append(errs, s.db.Close())
 		s.shutErr = errors.Join(errs...)

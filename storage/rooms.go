@@ -483,7 +483,11 @@ func (o ops) MaxStreamPos(ctx context.Context) (int64, error) {
 	if err := o.q.queryRow(ctx, `SELECT MAX(stream_pos) FROM accounts_account_data`).Scan(&b); err != nil {
 		return 0, err
 	}
-	return max(a.Int64, b.Int64), nil
+	c, err := o.MaxReceiptStreamPos(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return max(a.Int64, b.Int64, c), nil
 }
 
 func scanInt64s(rows *sql.Rows) ([]int64, error) {

@@ -1,0 +1,256 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"strings"
+
+	"github.com/veche/veche/config"
+)
+
+// Receipt types kept in receipts_latest (spec: "Receipts"). m.fully_read
+// is not a receipt: it lives in room account data.
+const (
+	ReceiptRead        = "m.read"
+	ReceiptReadPrivate = "m.read.private"
+)
+
+// ThreadMain is the thread ID of the main timeline in threaded receipts;
+// unthreaded receipts have the thread ID "".
+const ThreadMain = "main"
+
+// Receipt is a user's latest receipt of one type in one thread of a room.
+type Receipt struct {
+	RoomNID  int64
+	UserID   string
+	Type     string // ReceiptRead or ReceiptReadPrivate
+	ThreadID string // "" unthreaded, ThreadMain, or a thread root's event ID
+	EventID  string
+	// EventPos is the stream position of the event read up to.
+	EventPos int64
+	TS       int64 // when the receipt was sent, in milliseconds
+	// StreamPos is the receipt's own position in the global stream.
+	StreamPos int64
+}
+
+// PutReceipt stores r unless the user already has a receipt of that type
+// and thread at the same or a later event (spec: receipts mean "read up
+// to", so an older one changes nothing). advanced reports whether r was
+// stored. r.StreamPos must be reserved by the caller from the stream.
+func (o ops) PutReceipt(ctx context.Context, r Receipt) (advanced bool, err error) {
+	res, err := o.q.exec(ctx, `INSERT INTO receipts_latest (room_nid, user_id, receipt_type, thread_id, event_id, event_pos, ts, stream_pos)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+		ON CONFLICT (room_nid, user_id, receipt_type, thread_id) DO UPDATE SET event_id = excluded.event_id,
+			event_pos = excluded.event_pos, ts = excluded.ts, stream_pos = excluded.stream_pos
+		WHERE receipts_latest.event_pos < excluded.event_pos`,
+		r.RoomNID, r.UserID, r.Type, r.ThreadID, r.EventID, r.EventPos, r.TS, r.StreamPos)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+const receiptColumns = `room_nid, user_id, receipt_type, thread_id, event_id, event_pos, ts, stream_pos`
+
+func scanReceipts(rows *sql.Rows, err error) ([]Receipt, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Receipt
+	for rows.Next() {
+		var r Receipt
+		if err := rows.Scan(&r.RoomNID, &r.UserID, &r.Type, &r.ThreadID, &r.EventID, &r.EventPos, &r.TS, &r.StreamPos); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// ReceiptsSince returns the receipts of the given rooms whose stream
+// positions are in (after, upTo], oldest first, as forUser may see them:
+// everyone's m.read, and m.read.private only of forUser (spec: private
+// receipts go to nobody else). Only the latest receipt per user, type and
+// thread is kept, so after = 0 gives the full current set (initial sync).
+func (o ops) ReceiptsSince(ctx context.Context, roomNIDs []int64, after, upTo int64, forUser string) ([]Receipt, error) {
+	if len(roomNIDs) == 0 || after >= upTo {
+		return nil, nil
+	}
+	return scanReceipts(o.q.query(ctx, `SELECT `+receiptColumns+` FROM receipts_latest
+		WHERE room_nid IN `+o.inList("$1", "bigint")+` AND stream_pos > $2 AND stream_pos <= $3
+		AND (receipt_type = 'm.read' OR (receipt_type = 'm.read.private' AND user_id = $4))
+		ORDER BY stream_pos`, jsonList(roomNIDs), after, upTo, forUser))
+}
+
+// UserReceipts returns all of one user's receipts in a room.
+func (o ops) UserReceipts(ctx context.Context, roomNID int64, userID string) ([]Receipt, error) {
+	return scanReceipts(o.q.query(ctx, `SELECT `+receiptColumns+` FROM receipts_latest
+		WHERE room_nid = $1 AND user_id = $2 ORDER BY receipt_type, thread_id`, roomNID, userID))
+}
+
+// LatestReadPosition is the stream position of the event the user has read
+// up to in the room's main timeline: the furthest of their m.read and
+// m.read.private receipts, unthreaded or for thread "main" (spec: the
+// receipt more ahead wins). 0 when they sent none.
+func (o ops) LatestReadPosition(ctx context.Context, roomNID int64, userID string) (int64, error) {
+	var pos sql.NullInt64
+	err := o.q.queryRow(ctx, `SELECT MAX(event_pos) FROM receipts_latest WHERE room_nid = $1 AND user_id = $2
+		AND receipt_type IN ('m.read', 'm.read.private') AND thread_id IN ('', 'main')`, roomNID, userID).Scan(&pos)
+	return pos.Int64, err
+}
+
+// MaxReceiptStreamPos is the highest stream position a receipt holds.
+// The stream must restart above it as above MaxStreamPos's tables.
+func (o ops) MaxReceiptStreamPos(ctx context.Context) (int64, error) {
+	var pos sql.NullInt64
+	err := o.q.queryRow(ctx, `SELECT MAX(stream_pos) FROM receipts_latest`).Scan(&pos)
+	return pos.Int64, err
+}
+
+// UnreadCount is a number of unread notifications.
+type UnreadCount struct {
+	Notifications int
+	// Highlights is always 0 until push rules exist: a highlight needs
+	// the user's rules (mentions, keywords) to be evaluated per event.
+	Highlights int
+}
+
+// Unread is a user's unread notifications in one room.
+type Unread struct {
+	// Total counts every thread and the main timeline: sync's
+	// unread_notifications when the filter does not ask for threads.
+	Total UnreadCount
+	// Main counts the main timeline only: unread_notifications when the
+	// filter sets unread_thread_notifications.
+	Main UnreadCount
+	// Threads counts per thread root (unread_thread_notifications); threads
+	// without unread notifications are left out.
+	Threads map[string]UnreadCount
+}
+
+// notifyingTypes are the event types that notify under the spec's default
+// push rules (.m.rule.message, .m.rule.encrypted, .m.rule.call, polls and
+// stickers); state events and everything else do not.
+const notifyingTypes = `('m.room.message', 'm.room.encrypted', 'm.sticker', 'm.call.invite',
+	'm.poll.start', 'org.matrix.msc3381.poll.start')`
+
+// UnreadCounts counts the events of the room with stream positions in
+// (afterPos, upTo] that notify userID, approximating the default push
+// rules until push rules exist: notifying types sent by others, not
+// redacted, not edits (.m.rule.suppress_edits), not m.notice
+// (.m.rule.suppress_notices), not from users userID ignores.
+//
+// Read state is applied here as the spec's "Marking notifications as
+// read" says, so afterPos only needs to be a floor (0, or the join, or
+// LatestReadPosition): unthreaded receipts clear every thread; "main"
+// receipts the main timeline; a thread root's receipts that thread
+// (events are placed in a thread by their own m.thread relation only,
+// without following further hops); and the user's own latest message
+// (not state event) clears everything before it, as sending counts as
+// reading.
+func (o ops) UnreadCounts(ctx context.Context, roomNID int64, userID string, afterPos, upTo int64) (Unread, error) {
+	out := Unread{Threads: map[string]UnreadCount{}}
+	var unthreaded, own sql.NullInt64
+	if err := o.q.queryRow(ctx, `SELECT MAX(event_pos) FROM receipts_latest WHERE room_nid = $1 AND user_id = $2
+		AND receipt_type IN ('m.read', 'm.read.private') AND thread_id = ''`, roomNID, userID).Scan(&unthreaded); err != nil {
+		return out, err
+	}
+	floor := max(afterPos, unthreaded.Int64)
+	if floor >= upTo {
+		return out, nil
+	}
+	// State events do not count: a profile change sends a member event
+	// to every room the user is in, without them reading any of them.
+	if err := o.q.queryRow(ctx, `SELECT MAX(stream_pos) FROM rooms_events WHERE room_nid = $1 AND sender = $2
+		AND state_key IS NULL AND stream_pos > $3 AND stream_pos <= $4`, roomNID, userID, floor, upTo).Scan(&own); err != nil {
+		return out, err
+	}
+	floor = max(floor, own.Int64)
+	if floor >= upTo {
+		return out, nil
+	}
+	ignored, err := o.IgnoredUsers(ctx, localpartOf(userID))
+	if err != nil {
+		return out, err
+	}
+	ignoredList := make([]string, 0, len(ignored))
+	for u := range ignored {
+		ignoredList = append(ignoredList, u)
+	}
+	rows, err := o.q.query(ctx, `SELECT CASE WHEN e.rel_type = 'm.thread' THEN e.relates_to ELSE '' END, COUNT(*)
+		FROM rooms_events e
+		WHERE e.room_nid = $1 AND e.stream_pos > $2 AND e.stream_pos <= $3
+		AND e.state_key IS NULL AND e.type IN `+notifyingTypes+`
+		AND e.sender <> $4 AND e.sender NOT IN `+o.inList("$5", "text")+`
+		AND e.redacted_by IS NULL AND COALESCE(e.rel_type, '') <> 'm.replace'
+		AND COALESCE(`+o.contentField("e.json", "msgtype")+`, '') <> 'm.notice'
+		AND e.stream_pos > COALESCE((SELECT MAX(r.event_pos) FROM receipts_latest r
+			WHERE r.room_nid = $1 AND r.user_id = $4 AND r.receipt_type IN ('m.read', 'm.read.private')
+			AND r.thread_id = CASE WHEN e.rel_type = 'm.thread' THEN e.relates_to ELSE 'main' END), 0)
+		GROUP BY CASE WHEN e.rel_type = 'm.thread' THEN e.relates_to ELSE '' END`,
+		roomNID, floor, upTo, userID, jsonList(ignoredList))
+	if err != nil {
+		return out, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var thread string
+		var n int
+		if err := rows.Scan(&thread, &n); err != nil {
+			return out, err
+		}
+		out.Total.Notifications += n
+		if thread == "" {
+			out.Main.Notifications += n
+		} else {
+			out.Threads[thread] = UnreadCount{Notifications: n}
+		}
+	}
+	return out, rows.Err()
+}
+
+// contentField is the SQL expression for a top-level string field of the
+// content of the event JSON in column col.
+func (o ops) contentField(col, field string) string {
+	if o.backend == config.SQLite {
+		return "json_extract(" + col + ", '$.content." + field + "')"
+	}
+	return "(CAST(" + col + " AS jsonb) #>> '{content," + field + "}')"
+}
+
+// localpartOf returns the localpart of a local user ID.
+func localpartOf(userID string) string {
+	lp, _, _ := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
+	return lp
+}
+
+// IgnoredUsers returns the users a local user ignores (spec: "Ignoring
+// Users"), from their m.ignored_user_list account data; empty, never nil,
+// when there is none. Content that does not have the spec's shape
+// (stored before the account data API checked it) ignores nobody.
+func (o ops) IgnoredUsers(ctx context.Context, localpart string) (map[string]bool, error) {
+	out := map[string]bool{}
+	content, err := o.AccountDataEntry(ctx, localpart, "", "m.ignored_user_list")
+	if errors.Is(err, ErrNotFound) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var c struct {
+		IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
+	}
+	if json.Unmarshal(content, &c) != nil {
+		return out, nil
+	}
+	for u := range c.IgnoredUsers {
+		if strings.HasPrefix(u, "@") {
+			out[u] = true
+		}
+	}
+	return out, nil
+}
