@@ -67,7 +67,10 @@ type request struct {
 	ctx    context.Context
 	create *createSpec
 	builds []Build
-	done   chan response
+	// inputs are events built elsewhere; results report each.
+	inputs  []gomatrixserverlib.PDU
+	results []InputResult
+	done    chan response
 }
 
 type response struct {
@@ -161,7 +164,39 @@ type built struct {
 	redacts map[string]string
 }
 
+// process runs a batch in arrival order: consecutive local builds commit
+// together, and each input request (events from elsewhere, which may fork
+// the DAG) commits on its own.
 func (a *actor) process(batch []*request) {
+	var local []*request
+	flush := func() {
+		if len(local) > 0 {
+			a.processLocal(local)
+			local = nil
+		}
+	}
+	for _, r := range batch {
+		if r.inputs == nil {
+			local = append(local, r)
+			continue
+		}
+		flush()
+		if r.ctx.Err() != nil {
+			r.respond(nil, r.ctx.Err())
+			continue
+		}
+		if a.room == nil {
+			if err := a.load(); err != nil {
+				r.respond(nil, err)
+				continue
+			}
+		}
+		a.processInput(r)
+	}
+	flush()
+}
+
+func (a *actor) processLocal(batch []*request) {
 	if a.room == nil && batch[0].create == nil {
 		if err := a.load(); err != nil {
 			for _, r := range batch {

@@ -103,7 +103,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		Log: log.WithField("component", "clientapi"), Now: opts.Now,
 	})
 
-	s.sync = syncapi.New(syncapi.Deps{DB: db, Roomserver: s.rooms, Stream: st, Log: log.WithField("component", "sync"), Now: opts.Now})
+	s.sync = syncapi.New(syncapi.Deps{DB: db, Roomserver: s.rooms, Stream: st, Typing: s.typing, Log: log.WithField("component", "sync"), Now: opts.Now})
 
 	rt := httpapi.NewRouter()
 	client.Register(rt)

@@ -14,9 +14,9 @@ import (
 	"github.com/veche/veche/storage"
 )
 
-func newResponse(pos int64) *Response {
+func newResponse(pos, typingPos int64) *Response {
 	return &Response{
-		NextBatch: makeToken(pos),
+		NextBatch: makeToken(pos, typingPos),
 		Rooms: rooms{
 			Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{},
 			Leave: map[string]*leftRoom{}, Knock: map[string]*knockedRoom{},
@@ -33,8 +33,14 @@ type accountDataEvent struct {
 
 // build computes the response for (since, pos].
 func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, error) {
-	resp := newResponse(pos)
+	typingPos := s.typing.Position()
+	resp := newResponse(pos, typingPos)
 	userID := req.user.UserID.String()
+	ignored, err := s.db.IgnoredUsers(ctx, req.user.Localpart())
+	if err != nil {
+		return nil, err
+	}
+	req.ignored = ignored
 
 	data, err := s.db.AccountDataSince(ctx, req.user.Localpart(), req.since, pos)
 	if err != nil {
@@ -62,6 +68,10 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 	if err != nil {
 		return nil, err
 	}
+	receipts, err := s.receipts(ctx, req, memberships, pos)
+	if err != nil {
+		return nil, err
+	}
 	for _, m := range memberships {
 		if !roomAllowed(req.filter.Room, m.RoomID) {
 			continue
@@ -81,7 +91,7 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 		changed := req.since > 0 && memberEv.StreamPos > req.since
 		switch m.Membership {
 		case spec.Join:
-			jr, err := s.joinedRoom(ctx, req, room, memberEv, pos, roomData[room.RoomID])
+			jr, err := s.joinedRoom(ctx, req, room, memberEv, pos, roomData[room.RoomID], receipts[room.NID])
 			if err != nil {
 				return nil, err
 			}
@@ -89,6 +99,9 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 				resp.Rooms.Join[room.RoomID] = jr
 			}
 		case spec.Invite:
+			if req.ignored[string(memberEv.SenderID())] {
+				continue // invites from ignored users are never shown (spec)
+			}
 			if req.since == 0 || changed {
 				ir := &invitedRoom{}
 				if ir.InviteState.Events, err = s.strippedState(ctx, room, memberEv); err != nil {
@@ -140,7 +153,7 @@ func timelineLimit(f *filter.Filter) int {
 }
 
 // joinedRoom renders a joined room, or nil when nothing changed in it.
-func (s *Sync) joinedRoom(ctx context.Context, req *request, room storage.Room, memberEv *roomserver.Event, pos int64, accountData []any) (*joinedRoom, error) {
+func (s *Sync) joinedRoom(ctx context.Context, req *request, room storage.Room, memberEv *roomserver.Event, pos int64, accountData []any, receipts []storage.Receipt) (*joinedRoom, error) {
 	fresh := req.since == 0 || req.fullState || memberEv.StreamPos > req.since
 	after := req.since
 	if fresh {
@@ -150,10 +163,26 @@ func (s *Sync) joinedRoom(ctx context.Context, req *request, room storage.Room, 
 	if err != nil {
 		return nil, err
 	}
-	if !fresh && len(tl.Events) == 0 && len(accountData) == 0 {
+	ephemeral := s.ephemeral(req, room, fresh, receipts)
+	if !fresh && len(tl.Events) == 0 && len(accountData) == 0 && len(ephemeral) == 0 {
 		return nil, nil
 	}
-	jr := &joinedRoom{Timeline: *tl, Ephemeral: eventList{Events: []any{}}, AccountData: eventList{Events: accountData}}
+	jr := &joinedRoom{Timeline: *tl, Ephemeral: eventList{Events: ephemeral}, AccountData: eventList{Events: accountData}}
+	unread, err := s.db.UnreadCounts(ctx, room.NID, req.user.UserID.String(), memberEv.StreamPos, pos)
+	if err != nil {
+		return nil, err
+	}
+	counts := unread.Total
+	if tf := timelineFilter(req.filter); tf != nil && tf.UnreadThreadNotifications {
+		counts = unread.Main
+		if len(unread.Threads) > 0 {
+			jr.UnreadThreadNotifications = map[string]unreadCounts{}
+			for root, c := range unread.Threads {
+				jr.UnreadThreadNotifications[root] = unreadCounts{HighlightCount: c.Highlights, NotificationCount: c.Notifications}
+			}
+		}
+	}
+	jr.UnreadNotifications = unreadCounts{HighlightCount: counts.Highlights, NotificationCount: counts.Notifications}
 	if jr.AccountData.Events == nil {
 		jr.AccountData.Events = []any{}
 	}
@@ -224,7 +253,7 @@ scan:
 			return nil, nil, err
 		}
 		for _, e := range visible {
-			if !matchRoomEventFilter(tf, e) {
+			if !matchRoomEventFilter(tf, e) || (req.ignored[string(e.SenderID())] && !e.IsState()) {
 				continue
 			}
 			if len(picked) == limit {
@@ -245,7 +274,7 @@ scan:
 		first = picked[0]
 		tl.PrevBatch = topoToken(first)
 	} else {
-		tl.PrevBatch = makeToken(upTo)
+		tl.PrevBatch = makeToken(upTo, 0)
 	}
 	events, err := s.format.Format(ctx, room, picked, s.formatOptions(req))
 	if err != nil {
@@ -475,4 +504,79 @@ func matchType(patterns []string, typ string) bool {
 func itoa(v int64) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// receipts loads the receipts of the user's rooms that changed in the
+// window (all current ones for an initial sync), by room.
+func (s *Sync) receipts(ctx context.Context, req *request, rooms []storage.UserRoom, pos int64) (map[int64][]storage.Receipt, error) {
+	var nids []int64
+	for _, r := range rooms {
+		if r.Membership == spec.Join {
+			nids = append(nids, r.RoomNID)
+		}
+	}
+	out := map[int64][]storage.Receipt{}
+	if len(nids) == 0 {
+		return out, nil
+	}
+	list, err := s.db.ReceiptsSince(ctx, nids, req.since, pos, req.user.UserID.String())
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range list {
+		if req.ignored[r.UserID] {
+			continue
+		}
+		out[r.RoomNID] = append(out[r.RoomNID], r)
+	}
+	return out, nil
+}
+
+// ephemeral builds a joined room's m.typing and m.receipt events.
+func (s *Sync) ephemeral(req *request, room storage.Room, fresh bool, receipts []storage.Receipt) []any {
+	events := []any{}
+	if fresh || s.typing.Changed(room.RoomID, req.sinceTyping) {
+		users := []string{}
+		for _, u := range s.typing.Users(room.RoomID) {
+			if !req.ignored[u] {
+				users = append(users, u)
+			}
+		}
+		if len(users) > 0 || !fresh {
+			events = append(events, map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
+		}
+	}
+	if len(receipts) > 0 {
+		content := map[string]map[string]map[string]map[string]any{}
+		for _, r := range receipts {
+			byType := content[r.EventID]
+			if byType == nil {
+				byType = map[string]map[string]map[string]any{}
+				content[r.EventID] = byType
+			}
+			if byType[r.Type] == nil {
+				byType[r.Type] = map[string]map[string]any{}
+			}
+			info := map[string]any{"ts": r.TS}
+			if r.ThreadID != "" {
+				info["thread_id"] = r.ThreadID
+			}
+			byType[r.Type][r.UserID] = info
+		}
+		events = append(events, map[string]any{"type": "m.receipt", "content": content})
+	}
+	var f *filter.RoomEventFilter
+	if req.filter.Room != nil {
+		f = req.filter.Room.Ephemeral
+	}
+	if f == nil {
+		return events
+	}
+	kept := []any{}
+	for _, e := range events {
+		if matchEventFilter(&f.EventFilter, e.(map[string]any)["type"].(string), "") {
+			kept = append(kept, e)
+		}
+	}
+	return kept
 }

@@ -368,3 +368,114 @@ func TestSyncErrors(t *testing.T) {
 		t.Fatalf("unauthenticated sync = %d", res.StatusCode)
 	}
 }
+
+func joined(t *testing.T, resp map[string]any, room id.RoomID) map[string]any {
+	t.Helper()
+	jr, _ := resp["rooms"].(map[string]any)["join"].(map[string]any)[string(room)].(map[string]any)
+	return jr
+}
+
+func ephemeralTypes(jr map[string]any) map[string]map[string]any {
+	out := map[string]map[string]any{}
+	if jr == nil {
+		return out
+	}
+	for _, e := range jr["ephemeral"].(map[string]any)["events"].([]any) {
+		ev := e.(map[string]any)
+		out[ev["type"].(string)] = ev["content"].(map[string]any)
+	}
+	return out
+}
+
+func TestTypingReceiptsAndUnreadCounts(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t)
+	alice := register(t, s, "alice")
+	bob := register(t, s, "bob")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	start := syncRaw(t, bob, nil)
+	since := start["next_batch"].(string)
+
+	// Typing wakes a waiting sync and shows up as m.typing.
+	done := make(chan map[string]any, 1)
+	go func() { done <- syncRaw(t, bob, map[string]string{"since": since, "timeout": "30000"}) }()
+	if _, err := alice.UserTyping(ctx, room.RoomID, true, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	resp := <-done
+	typing := ephemeralTypes(joined(t, resp, room.RoomID))["m.typing"]
+	if typing == nil || len(typing["user_ids"].([]any)) != 1 || typing["user_ids"].([]any)[0] != string(alice.UserID) {
+		t.Fatalf("typing = %v", typing)
+	}
+	since = resp["next_batch"].(string)
+
+	// Messages from alice count as unread for bob until he reads them.
+	ids := sendTexts(t, alice, room.RoomID, 3, "unread")
+	resp = syncRaw(t, bob, map[string]string{"since": since})
+	jr := joined(t, resp, room.RoomID)
+	if n := jr["unread_notifications"].(map[string]any)["notification_count"]; n != float64(3) {
+		t.Fatalf("notification_count = %v, want 3", n)
+	}
+	since = resp["next_batch"].(string)
+	if err := bob.SendReceipt(ctx, room.RoomID, ids[2], event.ReceiptTypeRead, nil); err != nil {
+		t.Fatal(err)
+	}
+	resp = syncRaw(t, bob, map[string]string{"since": since})
+	jr = joined(t, resp, room.RoomID)
+	receipt := ephemeralTypes(jr)["m.receipt"]
+	if receipt == nil || receipt[string(ids[2])] == nil {
+		t.Fatalf("receipt missing: %v", ephemeralTypes(jr))
+	}
+	if n := jr["unread_notifications"].(map[string]any)["notification_count"]; n != float64(0) {
+		t.Fatalf("notification_count after reading = %v, want 0", n)
+	}
+	// Alice sees bob's public receipt too.
+	aliceSync := syncRaw(t, alice, nil)
+	if ephemeralTypes(joined(t, aliceSync, room.RoomID))["m.receipt"] == nil {
+		t.Fatal("initial sync lacks the room's receipts")
+	}
+}
+
+func TestIgnoredUsersAreHidden(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t)
+	alice := register(t, s, "alice")
+	bob := register(t, s, "bob")
+	mallory := register(t, s, "mallory")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*mautrix.Client{bob, mallory} {
+		if _, err := c.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bob.SetAccountData(ctx, "m.ignored_user_list", map[string]any{"ignored_users": map[string]any{string(mallory.UserID): map[string]any{}}}); err != nil {
+		t.Fatal(err)
+	}
+	sendTexts(t, mallory, room.RoomID, 2, "spam")
+	sendTexts(t, alice, room.RoomID, 1, "real")
+	other, err := mallory.CreateRoom(ctx, &mautrix.ReqCreateRoom{Invite: []id.UserID{bob.UserID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := bob.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bodies(resp.Rooms.Join[room.RoomID].Timeline.Events) {
+		if b != "real 0" {
+			t.Fatalf("bob sees %q from an ignored user", b)
+		}
+	}
+	if resp.Rooms.Invite[other.RoomID] != nil {
+		t.Fatal("invite from an ignored user shown")
+	}
+}

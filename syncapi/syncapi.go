@@ -23,6 +23,7 @@ import (
 	"github.com/veche/veche/internal/stream"
 	"github.com/veche/veche/roomserver"
 	"github.com/veche/veche/storage"
+	"github.com/veche/veche/typing"
 )
 
 // Deps are what sync needs.
@@ -30,6 +31,7 @@ type Deps struct {
 	DB         *storage.DB
 	Roomserver *roomserver.Roomserver
 	Stream     *stream.Stream
+	Typing     *typing.Tracker
 	Log        logrus.FieldLogger
 	Now        func() time.Time
 }
@@ -39,6 +41,7 @@ type Sync struct {
 	db     *storage.DB
 	rs     *roomserver.Roomserver
 	stream *stream.Stream
+	typing *typing.Tracker
 	format *clientevent.Formatter
 	log    logrus.FieldLogger
 	now    func() time.Time
@@ -56,7 +59,7 @@ func New(d Deps) *Sync {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	return &Sync{db: d.DB, rs: d.Roomserver, stream: d.Stream, log: d.Log, now: d.Now, closing: make(chan struct{}),
+	return &Sync{db: d.DB, rs: d.Roomserver, stream: d.Stream, typing: d.Typing, log: d.Log, now: d.Now, closing: make(chan struct{}),
 		format: &clientevent.Formatter{RS: d.Roomserver, DB: d.DB, Now: d.Now}}
 }
 
@@ -70,11 +73,15 @@ const (
 
 // request is a parsed /sync request.
 type request struct {
-	user      *accounts.Requester
-	since     int64 // 0: initial sync
-	timeout   time.Duration
-	fullState bool
-	filter    *filter.Filter
+	user  *accounts.Requester
+	since int64 // 0: initial sync
+	// sinceTyping is the typing tracker's position, which lives outside
+	// the global stream (typing is never persisted).
+	sinceTyping int64
+	timeout     time.Duration
+	fullState   bool
+	filter      *filter.Filter
+	ignored     map[string]bool
 }
 
 // Handle is GET /sync; mount it behind the client API's token check.
@@ -120,11 +127,11 @@ func (s *Sync) parse(r *http.Request) (*request, error) {
 	q := r.URL.Query()
 	req := &request{user: accounts.RequesterFrom(r.Context())}
 	if since := q.Get("since"); since != "" {
-		pos, err := parseToken(since)
+		pos, typingPos, err := parseToken(since)
 		if err != nil {
 			return nil, mxerr.InvalidParam("Invalid since token")
 		}
-		req.since = pos
+		req.since, req.sinceTyping = pos, typingPos
 	}
 	if t := q.Get("timeout"); t != "" {
 		ms, err := strconv.ParseInt(t, 10, 64)
@@ -174,21 +181,30 @@ func (s *Sync) loadFilter(ctx context.Context, user *accounts.Requester, param s
 	return f, nil
 }
 
-// Tokens are "s<position>"; parts after an underscore are reserved for
-// streams that live outside the global one.
-func parseToken(t string) (int64, error) {
+// Tokens are "s<position>_<typing position>": the global stream, then the
+// in-memory typing counter. Older tokens without the second part are read
+// as typing position 0.
+func parseToken(t string) (pos, typingPos int64, err error) {
 	if !strings.HasPrefix(t, "s") {
-		return 0, errors.New("not a sync token")
+		return 0, 0, errors.New("not a sync token")
 	}
-	num, _, _ := strings.Cut(t[1:], "_")
-	pos, err := strconv.ParseInt(num, 10, 64)
+	num, rest, hasTyping := strings.Cut(t[1:], "_")
+	pos, err = strconv.ParseInt(num, 10, 64)
 	if err != nil || pos < 0 {
-		return 0, errors.New("not a sync token")
+		return 0, 0, errors.New("not a sync token")
 	}
-	return pos, nil
+	if hasTyping {
+		rest, _, _ = strings.Cut(rest, "_")
+		if typingPos, err = strconv.ParseInt(rest, 10, 64); err != nil || typingPos < 0 {
+			return 0, 0, errors.New("not a sync token")
+		}
+	}
+	return pos, typingPos, nil
 }
 
-func makeToken(pos int64) string { return "s" + strconv.FormatInt(pos, 10) }
+func makeToken(pos, typingPos int64) string {
+	return "s" + strconv.FormatInt(pos, 10) + "_" + strconv.FormatInt(typingPos, 10)
+}
 
 // Response is the /sync answer.
 type Response struct {
@@ -234,6 +250,9 @@ type joinedRoom struct {
 	AccountData         eventList    `json:"account_data"`
 	Summary             *summary     `json:"summary,omitempty"`
 	UnreadNotifications unreadCounts `json:"unread_notifications"`
+	// UnreadThreadNotifications is set when the filter asks for
+	// unread_thread_notifications.
+	UnreadThreadNotifications map[string]unreadCounts `json:"unread_thread_notifications,omitempty"`
 }
 
 type summary struct {

@@ -1,0 +1,519 @@
+package roomserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/veche/veche/internal/mxerr"
+	"github.com/veche/veche/roomserver/stateres"
+	"github.com/veche/veche/storage"
+)
+
+// InputStatus is what became of an input event.
+type InputStatus int
+
+const (
+	// InputAccepted events entered the DAG, the stream and the state.
+	InputAccepted InputStatus = iota
+	// InputSoftFailed events passed the checks against their own state but
+	// not against the current state: kept, but never shown or used as a
+	// prev event (spec: "Soft failure").
+	InputSoftFailed
+	// InputRejected events failed the auth rules; they are kept for the
+	// record and never used.
+	InputRejected
+	// InputDuplicate events were known already.
+	InputDuplicate
+)
+
+func (s InputStatus) String() string {
+	return [...]string{"accepted", "soft-failed", "rejected", "duplicate"}[s]
+}
+
+// InputResult reports one input event.
+type InputResult struct {
+	EventID string
+	Status  InputStatus
+	Reason  string
+}
+
+// ErrMissingEvents is returned when an input event's prev or auth events
+// are unknown: the caller (federation) fetches them and tries again.
+var ErrMissingEvents = errors.New("roomserver: prev or auth events are missing")
+
+// Input runs events built elsewhere (received over federation, with their
+// signatures and hashes already verified) through the spec's checks in
+// order: auth against their auth events, auth against the state before
+// them, soft-fail against the current state. Events of one room are
+// processed in the order given, serialized with every other write to the
+// room.
+func (rs *Roomserver) Input(ctx context.Context, roomID string, events []gomatrixserverlib.PDU) ([]InputResult, error) {
+	req := &request{inputs: events}
+	if _, err := rs.submit(ctx, roomID, req); err != nil {
+		return nil, err
+	}
+	return req.results, nil
+}
+
+// processInput handles one input request in its own transaction.
+func (a *actor) processInput(req *request) {
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	var results []InputResult
+	for _, pdu := range req.inputs {
+		res, err := a.inputOne(ctx, pdu)
+		if err != nil {
+			a.room = nil // the database is the truth; reload next time
+			req.respond(nil, err)
+			return
+		}
+		results = append(results, res)
+	}
+	req.results = results
+	req.respond(nil, nil)
+}
+
+// inputOne checks and stores one event.
+func (a *actor) inputOne(ctx context.Context, pdu gomatrixserverlib.PDU) (InputResult, error) {
+	room := a.room
+	res := InputResult{EventID: pdu.EventID()}
+	if pdu.RoomID().String() != room.id {
+		return res, mxerr.InvalidParam("event belongs to another room")
+	}
+	if _, err := a.rs.db.EventByID(ctx, pdu.EventID()); err == nil {
+		res.Status = InputDuplicate
+		return res, nil
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return res, err
+	}
+	loader := &dbLoader{rs: a.rs, room: room}
+
+	// 1. The event must pass the auth rules against its own auth events,
+	// none of which may be rejected.
+	authIDs := pdu.AuthEventIDs()
+	authEvents, err := loader.load(ctx, authIDs)
+	if err != nil {
+		return res, err
+	}
+	if len(authEvents) != len(dedupe(authIDs)) {
+		return res, ErrMissingEvents
+	}
+	authView := &stateView{base: map[tuple]*Event{}}
+	reason := ""
+	for _, e := range authEvents {
+		if e.Status == storage.EventRejected {
+			reason = "auth event " + e.EventID() + " was rejected"
+		}
+		if e.IsState() {
+			authView.base[e.Tuple()] = e
+		}
+	}
+	if reason == "" {
+		if err := gomatrixserverlib.Allowed(pdu, authProvider{authView}, userIDForSender); err != nil {
+			reason = "not allowed by its auth events: " + err.Error()
+		}
+	}
+
+	// 2. It must pass against the state before it: the state after its
+	// prev events, resolved when they fork.
+	var before map[tuple]*Event
+	if reason == "" {
+		prevs, err := loader.load(ctx, pdu.PrevEventIDs())
+		if err != nil {
+			return res, err
+		}
+		if len(prevs) != len(dedupe(pdu.PrevEventIDs())) {
+			return res, ErrMissingEvents
+		}
+		if before, err = a.stateAfterAll(ctx, prevs, loader); err != nil {
+			return res, err
+		}
+		if err := gomatrixserverlib.Allowed(pdu, authProvider{&stateView{base: before}}, userIDForSender); err != nil {
+			reason = "not allowed by the state before it: " + err.Error()
+		}
+	}
+	e := &Event{PDU: pdu, RoomNID: room.nid}
+	e.RelatesTo, e.RelType = relation(pdu.Content())
+	if reason != "" {
+		res.Status, res.Reason = InputRejected, reason
+		return res, a.storeUnused(ctx, e, storage.EventRejected, reason)
+	}
+	// 3. Soft failure: fine in its own history, but not against where the
+	// room is now (say, its sender was banned meanwhile).
+	if err := gomatrixserverlib.Allowed(pdu, authProvider{room.view}, userIDForSender); err != nil {
+		res.Status, res.Reason = InputSoftFailed, err.Error()
+		return res, a.storeUnused(ctx, e, storage.EventSoftFailed, err.Error())
+	}
+	return res, a.storeAccepted(ctx, e, before, loader)
+}
+
+// stateAfterAll is the state after a set of events: each one's state
+// after, resolved together when there is more than one.
+func (a *actor) stateAfterAll(ctx context.Context, prevs []*Event, loader *dbLoader) (map[tuple]*Event, error) {
+	var sets [][]gomatrixserverlib.PDU
+	var single map[tuple]*Event
+	for _, p := range prevs {
+		m, err := a.stateAfter(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		single = m
+		set := make([]gomatrixserverlib.PDU, 0, len(m))
+		for _, e := range m {
+			set = append(set, e.PDU)
+		}
+		sets = append(sets, set)
+	}
+	if len(sets) == 1 {
+		return single, nil
+	}
+	resolved, err := stateres.Resolve(ctx, a.room.version, sets, loader)
+	if err != nil {
+		return nil, fmt.Errorf("resolving state: %w", err)
+	}
+	ids := make([]string, 0, len(resolved))
+	for _, p := range resolved {
+		ids = append(ids, p.EventID())
+	}
+	evs, err := loader.load(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[tuple]*Event, len(evs))
+	for _, e := range evs {
+		out[e.Tuple()] = e
+	}
+	return out, nil
+}
+
+// stateAfter loads the full state after an event.
+func (a *actor) stateAfter(ctx context.Context, e *Event) (map[tuple]*Event, error) {
+	snap := e.StateAfterNID
+	if e.Status != storage.EventAccepted {
+		snap = e.StateBeforeNID // unused events change no state
+	}
+	entries, err := a.rs.db.Snapshot(ctx, snap)
+	if err != nil {
+		return nil, err
+	}
+	nids := make([]int64, 0, len(entries))
+	for _, n := range entries {
+		nids = append(nids, n)
+	}
+	evs, err := a.rs.eventsByNID(ctx, nids, a.room.version.Version())
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[tuple]*Event, len(evs))
+	for _, ev := range evs {
+		out[ev.Tuple()] = ev
+	}
+	return out, nil
+}
+
+// storeUnused records a rejected or soft-failed event: in the DAG for the
+// record, outside the stream and the state.
+func (a *actor) storeUnused(ctx context.Context, e *Event, status int, reason string) error {
+	return a.rs.db.Transact(ctx, func(tx *storage.Tx) error {
+		row := storage.EventRow{
+			RoomNID: a.room.nid, EventID: e.EventID(), Type: e.Type(), StateKey: e.StateKey(), Sender: string(e.SenderID()),
+			Depth: e.Depth(), OriginServerTS: int64(e.OriginServerTS()), Status: status, RejectionReason: reason,
+			StateBeforeNID: a.room.snapshotNID, StateAfterNID: a.room.snapshotNID, RelatesTo: e.RelatesTo, RelType: e.RelType, JSON: e.JSON(),
+		}
+		nid, err := tx.InsertEvent(ctx, &row)
+		if err != nil {
+			return err
+		}
+		return tx.InsertEdges(ctx, nid, e.PrevEventIDs())
+	})
+}
+
+// storeAccepted persists an accepted event with the state before it, moves
+// the forward extremities and recomputes the current state over them.
+func (a *actor) storeAccepted(ctx context.Context, e *Event, before map[tuple]*Event, loader *dbLoader) error {
+	room := a.room
+	// The new extremities: the old ones this event does not follow, plus it.
+	prevSet := map[string]bool{}
+	for _, p := range e.PrevEventIDs() {
+		prevSet[p] = true
+	}
+	var ext []*Event
+	for _, x := range room.extremities {
+		if !prevSet[x.EventID()] {
+			ext = append(ext, x)
+		}
+	}
+	ext = append(ext, e)
+	after := before
+	if e.IsState() {
+		after = make(map[tuple]*Event, len(before)+1)
+		for k, v := range before {
+			after[k] = v
+		}
+		if old := before[e.Tuple()]; old != nil {
+			e.ReplacesNID = old.NID
+		}
+		after[e.Tuple()] = e
+	}
+	// The current state: the state after the event when it extends the only
+	// tip; otherwise a resolution over every tip.
+	current := after
+	if len(ext) > 1 {
+		sets := [][]gomatrixserverlib.PDU{pdusOf(after)}
+		for _, x := range ext[:len(ext)-1] {
+			m, err := a.stateAfter(ctx, x)
+			if err != nil {
+				return err
+			}
+			sets = append(sets, pdusOf(m))
+		}
+		resolved, err := stateres.Resolve(ctx, room.version, sets, loader.with(e))
+		if err != nil {
+			return fmt.Errorf("resolving current state: %w", err)
+		}
+		current = map[tuple]*Event{}
+		for _, p := range resolved {
+			ev := after[tuple{EventType: p.Type(), StateKey: *p.StateKey()}]
+			if ev == nil || ev.EventID() != p.EventID() {
+				if ev = loader.known(p.EventID()); ev == nil {
+					evs, err := loader.load(ctx, []string{p.EventID()})
+					if err != nil || len(evs) == 0 {
+						return fmt.Errorf("resolved state names an unknown event %s", p.EventID())
+					}
+					ev = evs[0]
+				}
+			}
+			current[ev.Tuple()] = ev
+		}
+	}
+
+	pos := a.rs.stream.Reserve(1)
+	var wake []string
+	err := a.rs.db.Transact(ctx, func(tx *storage.Tx) error {
+		beforeNID, err := a.snapshotFor(ctx, tx, before)
+		if err != nil {
+			return err
+		}
+		afterNID := beforeNID
+		e.StreamPos = pos
+		row := storage.EventRow{
+			RoomNID: room.nid, EventID: e.EventID(), Type: e.Type(), StateKey: e.StateKey(), Sender: string(e.SenderID()),
+			Depth: e.Depth(), OriginServerTS: int64(e.OriginServerTS()), StreamPos: pos, Status: storage.EventAccepted,
+			StateBeforeNID: beforeNID, StateAfterNID: beforeNID, ReplacesNID: e.ReplacesNID,
+			RelatesTo: e.RelatesTo, RelType: e.RelType, JSON: e.JSON(),
+		}
+		nid, err := tx.InsertEvent(ctx, &row)
+		if err != nil {
+			return err
+		}
+		e.NID = nid
+		if err := tx.InsertEdges(ctx, nid, e.PrevEventIDs()); err != nil {
+			return err
+		}
+		if e.IsState() {
+			size := len(before)
+			if e.ReplacesNID == 0 {
+				size++
+			}
+			chain, _, err := tx.SnapshotInfo(ctx, beforeNID)
+			if err != nil {
+				return err
+			}
+			afterNID, err = tx.InsertSnapshot(ctx, room.nid, beforeNID, chain+1, size,
+				[]storage.StateEntry{{Type: e.Type(), StateKey: *e.StateKey(), EventNID: nid}})
+			if err != nil {
+				return err
+			}
+			if err := tx.SetStateAfter(ctx, nid, afterNID); err != nil {
+				return err
+			}
+		}
+		e.StateBeforeNID, e.StateAfterNID = beforeNID, afterNID
+		currentNID := afterNID
+		if len(ext) > 1 {
+			if currentNID, err = a.snapshotFor(ctx, tx, current); err != nil {
+				return err
+			}
+		}
+		if err := tx.UpdateCurrentState(ctx, room.nid, stateChanges(room.view.base, current)); err != nil {
+			return err
+		}
+		extNIDs := make([]int64, 0, len(ext))
+		for _, x := range ext {
+			extNIDs = append(extNIDs, x.NID)
+		}
+		if err := tx.SetForwardExtremities(ctx, room.nid, extNIDs); err != nil {
+			return err
+		}
+		if err := tx.SetRoomState(ctx, room.nid, currentNID); err != nil {
+			return err
+		}
+		room.snapshotNID = currentNID
+		return nil
+	})
+	if err != nil {
+		a.rs.stream.Release(pos, 1, nil)
+		return err
+	}
+	// Fold the new state and tips into memory, then wake the members.
+	for k := range room.view.base {
+		if current[k] == nil {
+			delete(room.view.base, k)
+		}
+	}
+	for k, v := range current {
+		room.view.base[k] = v
+	}
+	room.extremities = ext
+	room.joined = map[string]bool{}
+	for k, v := range current {
+		if k.EventType == spec.MRoomMember && membershipOf(v) == spec.Join {
+			room.joined[k.StateKey] = true
+		}
+	}
+	if chain, size, err := a.rs.db.SnapshotInfo(ctx, room.snapshotNID); err == nil {
+		room.chainLength, room.size = chain, size
+	}
+	for u := range room.joined {
+		wake = append(wake, u)
+	}
+	if m := membershipOf(e); m != "" && !room.joined[*e.StateKey()] {
+		wake = append(wake, *e.StateKey())
+	}
+	a.rs.stream.Release(pos, 1, wake)
+	return nil
+}
+
+// snapshotFor stores a full state as a snapshot, reusing the current one
+// when the state is the same.
+func (a *actor) snapshotFor(ctx context.Context, tx *storage.Tx, state map[tuple]*Event) (int64, error) {
+	if sameState(a.room.view.base, state) && a.room.snapshotNID != 0 {
+		return a.room.snapshotNID, nil
+	}
+	entries := make([]storage.StateEntry, 0, len(state))
+	for k, e := range state {
+		entries = append(entries, storage.StateEntry{Type: k.EventType, StateKey: k.StateKey, EventNID: e.NID})
+	}
+	return tx.InsertSnapshot(ctx, a.room.nid, 0, 1, len(entries), entries)
+}
+
+func sameState(a, b map[tuple]*Event) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, e := range a {
+		if o := b[k]; o == nil || o.EventID() != e.EventID() {
+			return false
+		}
+	}
+	return true
+}
+
+// stateChanges lists what turns state old into state new.
+func stateChanges(old, new map[tuple]*Event) []storage.CurrentStateChange {
+	var out []storage.CurrentStateChange
+	for k, e := range new {
+		if o := old[k]; o == nil || o.EventID() != e.EventID() {
+			out = append(out, storage.CurrentStateChange{Type: k.EventType, StateKey: k.StateKey, EventNID: e.NID, Membership: membershipOf(e)})
+		}
+	}
+	for k := range old {
+		if new[k] == nil {
+			out = append(out, storage.CurrentStateChange{Type: k.EventType, StateKey: k.StateKey})
+		}
+	}
+	return out
+}
+
+func pdusOf(m map[tuple]*Event) []gomatrixserverlib.PDU {
+	out := make([]gomatrixserverlib.PDU, 0, len(m))
+	for _, e := range m {
+		out = append(out, e.PDU)
+	}
+	return out
+}
+
+func dedupe(ids []string) map[string]bool {
+	out := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out
+}
+
+// dbLoader reads a room's events by ID for the checks and for state
+// resolution, remembering what it read.
+type dbLoader struct {
+	rs    *Roomserver
+	room  *roomState
+	cache map[string]*Event
+}
+
+func (l *dbLoader) known(id string) *Event { return l.cache[id] }
+
+// with adds an event not stored yet (the one being input).
+func (l *dbLoader) with(e *Event) *dbLoader {
+	if l.cache == nil {
+		l.cache = map[string]*Event{}
+	}
+	l.cache[e.EventID()] = e
+	return l
+}
+
+func (l *dbLoader) load(ctx context.Context, ids []string) ([]*Event, error) {
+	if l.cache == nil {
+		l.cache = map[string]*Event{}
+	}
+	var missing []string
+	for id := range dedupe(ids) {
+		if l.cache[id] == nil {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		rows, err := l.rs.db.EventsByID(ctx, missing)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rows {
+			if r.RoomNID != l.room.nid {
+				continue // an event of another room is no help here
+			}
+			e, err := eventFromRow(r, l.room.version.Version())
+			if err != nil {
+				return nil, err
+			}
+			l.cache[e.EventID()] = e
+		}
+	}
+	out := make([]*Event, 0, len(ids))
+	for id := range dedupe(ids) {
+		if e := l.cache[id]; e != nil {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// Events implements stateres.EventLoader.
+func (l *dbLoader) Events(ctx context.Context, ids []string) (map[string]gomatrixserverlib.PDU, error) {
+	evs, err := l.load(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]gomatrixserverlib.PDU, len(evs))
+	for _, e := range evs {
+		out[e.EventID()] = e.PDU
+	}
+	return out, nil
+}
+
+// IsRejected implements stateres.EventLoader.
+func (l *dbLoader) IsRejected(id string) bool {
+	e := l.cache[id]
+	return e != nil && e.Status == storage.EventRejected
+}
