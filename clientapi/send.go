@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"sort"
@@ -25,6 +26,12 @@ func readContent(r *http.Request) (json.RawMessage, error) {
 	var obj map[string]json.RawMessage
 	if err := httpapi.UnmarshalObject(body, &obj); err != nil {
 		return nil, err
+	}
+	// A NUL character is valid JSON but poison downstream: PostgreSQL's
+	// JSON functions refuse any document holding one, and other servers
+	// reject such events.
+	if bytes.Contains(body, []byte(`\u0000`)) {
+		return nil, mxerr.BadJSON("Event content must not contain NUL characters")
 	}
 	return json.RawMessage(body), nil
 }

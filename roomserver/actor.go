@@ -444,9 +444,6 @@ func (a *actor) buildEvent(b Build, view *stateView, bs *batchState) (*Event, er
 	e := &Event{PDU: pdu, RoomNID: room.nid}
 	e.RelatesTo, e.RelType = relation(pdu.Content())
 	if e.IsState() {
-		if old := view.Get(e.Type(), *e.StateKey()); old != nil {
-			e.ReplacesNID = old.NID
-		}
 		view.set(e)
 	}
 	bs.extremities = []*Event{e}
@@ -538,6 +535,15 @@ func (a *actor) persist(ctx context.Context, done []*built, firstPos int64, bs *
 				e.StreamPos = pos
 				pos++
 				e.StateBeforeNID, e.StateAfterNID = snap.nid, snap.nid
+				if e.IsState() {
+					// Known only now: an earlier event of this batch may
+					// have set the same key, and it has its NID only once
+					// stored.
+					e.ReplacesNID = 0
+					if old := replay.Get(e.Type(), *e.StateKey()); old != nil {
+						e.ReplacesNID = old.NID
+					}
+				}
 				row := storage.EventRow{
 					RoomNID: room.nid, EventID: e.EventID(), Type: e.Type(), StateKey: e.StateKey(), Sender: string(e.SenderID()),
 					Depth: e.Depth(), OriginServerTS: int64(e.OriginServerTS()), StreamPos: e.StreamPos,

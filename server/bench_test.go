@@ -3,7 +3,9 @@ package server_test
 import (
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/veche/veche/internal/testserver"
@@ -49,4 +51,52 @@ func BenchmarkPutAccountData(b *testing.B) {
 		_, _ = io.Copy(io.Discard, res.Body)
 		res.Body.Close()
 	}
+}
+
+// BenchmarkSendMessage measures sequential sends into one room over HTTP:
+// build, sign, authorize, persist, stream position, JSON answer.
+func BenchmarkSendMessage(b *testing.B) {
+	s := testserver.Start(b)
+	tok := register(b, s, "bench")
+	room := post(b, s.URL+"/_matrix/client/v3/createRoom", tok, map[string]any{})["room_id"].(string)
+	client := &http.Client{}
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		i++
+		url := s.URL + "/_matrix/client/v3/rooms/" + room + "/send/m.room.message/t" + strconv.Itoa(i)
+		req, _ := http.NewRequest("PUT", url, strings.NewReader(`{"msgtype":"m.text","body":"hello"}`))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		res, err := client.Do(req)
+		if err != nil || res.StatusCode != 200 {
+			b.Fatalf("send: %v %v", res, err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+	}
+}
+
+// BenchmarkSendMessageParallel has 8 senders in one room, which the
+// room's actor commits in groups.
+func BenchmarkSendMessageParallel(b *testing.B) {
+	s := testserver.Start(b)
+	tok := register(b, s, "bench")
+	room := post(b, s.URL+"/_matrix/client/v3/createRoom", tok, map[string]any{})["room_id"].(string)
+	var n atomic.Int64
+	b.SetParallelism(4) // 2 cores × 4 = 8 senders
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+		for pb.Next() {
+			url := s.URL + "/_matrix/client/v3/rooms/" + room + "/send/m.room.message/p" + strconv.FormatInt(n.Add(1), 10)
+			req, _ := http.NewRequest("PUT", url, strings.NewReader(`{"msgtype":"m.text","body":"hello"}`))
+			req.Header.Set("Authorization", "Bearer "+tok)
+			res, err := client.Do(req)
+			if err != nil || res.StatusCode != 200 {
+				b.Fatalf("send: %v %v", res, err)
+			}
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+		}
+	})
 }

@@ -1,6 +1,7 @@
 // Package clientevent renders room events the way the Client-Server API
 // shows them: the client format with its unsigned data (age, the
-// sender's transaction ID, prev_content, redacted_because).
+// sender's transaction ID, prev_content, redacted_because) and the
+// bundled aggregations of their child events (unsigned["m.relations"]).
 package clientevent
 
 import (
@@ -34,7 +35,9 @@ type Unsigned struct {
 	ReplacesState   string          `json:"replaces_state,omitempty"`
 	RedactedBecause *Event          `json:"redacted_because,omitempty"`
 	InviteRoomState json.RawMessage `json:"invite_room_state,omitempty"`
-	Relations       map[string]any  `json:"m.relations,omitempty"`
+	// Relations holds the bundled aggregations by rel_type: *Event for
+	// m.replace, *ThreadSummary for m.thread, *References for m.reference.
+	Relations map[string]any `json:"m.relations,omitempty"`
 }
 
 // Options say for whom and how events are rendered.
@@ -42,8 +45,15 @@ type Options struct {
 	// Localpart and DeviceID identify the reader: transaction IDs are
 	// shown only to the device that sent the event.
 	Localpart, DeviceID string
+	// UserID is the reader's full user ID; empty means Localpart on this
+	// server. Bundled aggregations only include what the reader may see.
+	UserID string
 	// OmitRoomID drops room_id (sync timelines, where the room is the key).
 	OmitRoomID bool
+	// NoAggregations leaves out unsigned["m.relations"], which costs a few
+	// queries per call (the spec asks for it in /sync only in limited
+	// timelines).
+	NoAggregations bool
 }
 
 // Formatter renders events, loading what their unsigned data refers to.
@@ -53,11 +63,20 @@ type Formatter struct {
 	Now func() time.Time
 }
 
-// Format renders events of one room, in order.
+// Format renders events of one room, in order. Whatever the number of
+// events, it costs a fixed number of queries (see aggregate), plus the
+// roomserver's visibility checks of the aggregated children.
 func (f *Formatter) Format(ctx context.Context, room storage.Room, events []*roomserver.Event, o Options) ([]Event, error) {
 	out := make([]Event, len(events))
 	if len(events) == 0 {
 		return out, nil
+	}
+	agg := &aggregations{}
+	if !o.NoAggregations {
+		var err error
+		if agg, err = f.aggregate(ctx, room, events, o); err != nil {
+			return nil, err
+		}
 	}
 	ids := make([]string, 0, len(events))
 	var replaced []int64
@@ -71,6 +90,7 @@ func (f *Formatter) Format(ctx context.Context, room storage.Room, events []*roo
 			redactions = append(redactions, e.RedactedBy)
 		}
 	}
+	ids = append(ids, agg.eventIDs()...)
 	txns := map[string]string{}
 	if o.DeviceID != "" {
 		var err error
@@ -103,6 +123,17 @@ func (f *Formatter) Format(ctx context.Context, room storage.Room, events []*roo
 		}
 	}
 	now := f.Now().UnixMilli()
+	// child renders an aggregated event "in the same form as the event
+	// itself" (spec), with its own bundled edit.
+	var child func(e *roomserver.Event) *Event
+	child = func(e *roomserver.Event) *Event {
+		ce := f.basic(e, room.RoomID, o, now)
+		ce.Unsigned.TransactionID = txns[e.EventID()]
+		if edit := agg.edits[e.EventID()]; edit != nil {
+			ce.Unsigned.Relations = map[string]any{storage.RelReplace: child(edit)}
+		}
+		return &ce
+	}
 	for i, e := range events {
 		ce := f.basic(e, room.RoomID, o, now)
 		ce.Unsigned.TransactionID = txns[e.EventID()]
@@ -115,6 +146,7 @@ func (f *Formatter) Format(ctx context.Context, room storage.Room, events []*roo
 			rc := f.basic(r, room.RoomID, o, now)
 			ce.Unsigned.RedactedBecause = &rc
 		}
+		ce.Unsigned.Relations = agg.bundle(e, child)
 		out[i] = ce
 	}
 	return out, nil

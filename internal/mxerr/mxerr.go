@@ -136,3 +136,7 @@ func Internal() *Error {
 func Unavailable(msg string) *Error {
 	return newErr(http.StatusServiceUnavailable, "M_UNKNOWN", msg)
 }
+
+// Conflict is a 409: what the request would create already exists (spec:
+// a room alias that is taken answers 409 M_UNKNOWN).
+func Conflict(msg string) *Error { return newErr(http.StatusConflict, "M_UNKNOWN", msg) }

@@ -1,0 +1,331 @@
+// Command veche-bench drives a running Matrix homeserver over the client
+// API like many clients at once and reports throughput and latency. It
+// speaks only the spec (plus Synapse's shared-secret registration), so the
+// same run can be pointed at Veche, Synapse or any other homeserver for
+// comparison.
+//
+//	veche-bench --url http://127.0.0.1:8008 --pid $(pidof veche) --messages 2000 --senders 8 --rooms 50
+//
+// Scenarios (--scenario, comma-separated, default all):
+//
+//	send-one      one user sends --messages messages in sequence into one room
+//	send-many     --senders users send --messages messages in all, concurrently, into one room
+//	delivery      time from starting a send until a long-polling /sync of another user has it
+//	initial-sync  initial /sync of a fresh user in --rooms rooms with --history messages each
+//	messages      backwards /messages over a room filled by --senders concurrent users,
+//	              checking that every message comes back once and in causal order
+//
+// Users are created with open registration (m.login.dummy), a
+// registration token (--registration-token) or the shared-secret admin API
+// (--shared-secret), named after --prefix (random by default, so runs
+// never collide). With --pid the server's VmRSS, VmHWM and CPU time are
+// read from /proc around each scenario. --json prints one JSON object.
+//
+// The exit status is 0 when every scenario passed, 1 when a request
+// failed, a check failed or the run could not start, 2 for bad flags.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Exit codes: a run whose scenarios failed is told apart from one that
+// was asked for wrongly.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
+)
+
+type options struct {
+	url               string
+	users             int
+	rooms             int
+	senders           int
+	messages          int
+	history           int
+	initialSyncs      int
+	registrationToken string
+	sharedSecret      string
+	pid               int
+	json              bool
+	prefix            string
+	scenarios         []string
+	timeout           time.Duration
+}
+
+// localpartRE is the spec's user ID localpart grammar; the prefix becomes
+// part of every user name.
+var localpartRE = regexp.MustCompile(`^[a-z0-9._=/+-]+$`)
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("veche-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.url, "url", "", "client API base URL of the homeserver, e.g. http://127.0.0.1:8008 (required)")
+	fs.IntVar(&o.users, "users", 10, "accounts to create; all join the rooms of send-one, send-many and delivery (raised to --senders if lower)")
+	fs.IntVar(&o.rooms, "rooms", 50, "rooms of the initial-sync user")
+	fs.IntVar(&o.senders, "senders", 8, "concurrent senders (distinct users)")
+	fs.IntVar(&o.messages, "messages", 1000, "messages per scenario")
+	fs.IntVar(&o.history, "history", 20, "messages of history in each initial-sync room")
+	fs.IntVar(&o.initialSyncs, "initial-syncs", 5, "how many times initial-sync repeats the initial /sync")
+	fs.StringVar(&o.registrationToken, "registration-token", "", "register with m.login.registration_token and this token")
+	fs.StringVar(&o.sharedSecret, "shared-secret", "", "register with the Synapse-compatible /_synapse/admin/v1/register and this shared secret")
+	fs.IntVar(&o.pid, "pid", 0, "PID of the server process, to report its memory (VmRSS, VmHWM) and CPU time from /proc")
+	fs.BoolVar(&o.json, "json", false, "print the results as JSON")
+	fs.StringVar(&o.prefix, "prefix", "", "user name prefix (default: a random run ID, so that runs do not collide)")
+	scen := fs.String("scenario", "all", "comma-separated scenarios: "+strings.Join(scenarioNames(), ", ")+", or all")
+	fs.DurationVar(&o.timeout, "timeout", 90*time.Second, "timeout of each HTTP request (must exceed the 30 s long-poll)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: veche-bench --url URL [flags]\n\nLoad-tests a running Matrix homeserver through its client API.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if u, err := url.Parse(o.url); o.url == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, errors.New("--url must be the http(s) base URL of the client API, e.g. http://127.0.0.1:8008")
+	}
+	for name, v := range map[string]int{"--users": o.users, "--rooms": o.rooms, "--senders": o.senders, "--messages": o.messages, "--initial-syncs": o.initialSyncs} {
+		if v < 1 {
+			return nil, fmt.Errorf("%s must be at least 1", name)
+		}
+	}
+	if o.history < 0 || o.pid < 0 {
+		return nil, errors.New("--history and --pid must not be negative")
+	}
+	if o.timeout <= syncTimeoutMS*time.Millisecond {
+		return nil, fmt.Errorf("--timeout must exceed the %d ms long-poll", syncTimeoutMS)
+	}
+	// Two users at least: delivery needs a sender and a receiver.
+	o.users = max(o.users, o.senders, 2)
+	if o.prefix == "" {
+		o.prefix = "bench" + randomHex(4)
+	}
+	if !localpartRE.MatchString(o.prefix) || len(o.prefix) > 100 {
+		return nil, errors.New("--prefix may only contain a-z, 0-9 and ._=/+-")
+	}
+	for _, s := range strings.Split(*scen, ",") {
+		s = strings.TrimSpace(s)
+		switch {
+		case s == "all":
+			o.scenarios = append(o.scenarios, scenarioNames()...)
+		case slices.Contains(scenarioNames(), s):
+			o.scenarios = append(o.scenarios, s)
+		default:
+			return nil, fmt.Errorf("unknown scenario %q (known: %s)", s, strings.Join(scenarioNames(), ", "))
+		}
+	}
+	slices.Sort(o.scenarios)
+	o.scenarios = slices.Compact(o.scenarios)
+	// Run in the documented order, whatever order they were named in.
+	o.scenarios = slices.DeleteFunc(scenarioNames(), func(s string) bool { return !slices.Contains(o.scenarios, s) })
+	return o, nil
+}
+
+func scenarioNames() []string {
+	var names []string
+	for _, s := range scenarios {
+		names = append(names, s.name)
+	}
+	return names
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// commandLine is the invocation as it would be typed again, with secrets
+// replaced, so that published results never leak them.
+func commandLine(args []string) string {
+	out := []string{"veche-bench"}
+	redactNext := false
+	for _, a := range args {
+		switch {
+		case redactNext:
+			a, redactNext = "REDACTED", false
+		case a == "--shared-secret" || a == "-shared-secret" || a == "--registration-token" || a == "-registration-token":
+			redactNext = true
+		default:
+			for _, f := range []string{"--shared-secret=", "-shared-secret=", "--registration-token=", "-registration-token="} {
+				if strings.HasPrefix(a, f) {
+					a = f + "REDACTED"
+				}
+			}
+		}
+		if a == "" || strings.ContainsAny(a, " \t\n\"'\\$`*?!&;|<>()[]{}#~") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		out = append(out, a)
+	}
+	return strings.Join(out, " ")
+}
+
+// bench is one run against one server.
+type bench struct {
+	opts *options
+	c    *client
+	reg  *registrar
+	// runID goes into every message so that runs never confuse each
+	// other's messages in a shared database.
+	runID string
+	pool  []*user
+	log   io.Writer
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitUsage
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "veche-bench:", err)
+		return exitUsage
+	}
+	rep, err := runBench(ctx, o, stderr)
+	if rep != nil {
+		rep.Command = commandLine(args)
+		if o.json {
+			err = errors.Join(err, writeJSON(stdout, rep))
+		} else {
+			writeText(stdout, rep)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "veche-bench:", err)
+		return exitFailed
+	}
+	if !rep.OK {
+		return exitFailed
+	}
+	return exitOK
+}
+
+// runBench registers the users and runs the scenarios. The report it
+// returns is complete for every scenario that ran, even when a later
+// error stops the run.
+func runBench(ctx context.Context, o *options, log io.Writer) (*Report, error) {
+	b := &bench{
+		opts: o, log: log, runID: o.prefix,
+		// Senders, the long-poll and room set-up each hold a connection.
+		c: newClient(o.url, o.prefix, o.senders+16, o.timeout),
+	}
+	defer b.c.close()
+	b.reg = &registrar{c: b.c, password: "vb-" + randomHex(12), token: o.registrationToken, sharedSecret: o.sharedSecret}
+	rep := &Report{URL: o.url, RunID: o.prefix, OK: true, Settings: settings{
+		Users: o.users, Rooms: o.rooms, Senders: o.senders, Messages: o.messages, History: o.history,
+		InitialSyncs: o.initialSyncs, Registration: b.reg.method(),
+	}}
+	start := time.Now()
+	defer func() { rep.WallSeconds = time.Since(start).Seconds() }()
+
+	versions, err := b.c.versions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep.Versions = versions
+	var before procSample
+	if o.pid > 0 {
+		if before, err = readProc(o.pid); err != nil {
+			return nil, fmt.Errorf("--pid: %w", err)
+		}
+	}
+
+	fmt.Fprintf(log, "registering %d users (%s)…\n", o.users, b.reg.method())
+	regStart := time.Now()
+	b.pool = make([]*user, o.users)
+	var regErrs tally
+	// Password hashing is deliberately slow; a few at a time is enough.
+	parallel(ctx, o.users, min(o.senders, 4), &regErrs, func(_, i int) {
+		u, err := b.reg.register(ctx, fmt.Sprintf("%s-u%d", o.prefix, i))
+		if err != nil {
+			regErrs.fail(err)
+			return
+		}
+		b.pool[i] = u
+	})
+	if regErrs.errors > 0 {
+		return nil, errors.New(regErrs.problems[0])
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	rep.Setup = setupFigures{Users: o.users, Seconds: time.Since(regStart).Seconds()}
+
+	for _, name := range o.scenarios {
+		i := slices.IndexFunc(scenarios, func(s scenario) bool { return s.name == name })
+		res := b.runScenario(ctx, scenarios[i])
+		rep.Scenarios = append(rep.Scenarios, res)
+		rep.OK = rep.OK && res.OK
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+	}
+
+	if o.pid > 0 {
+		after, err := readProc(o.pid)
+		if err != nil {
+			return rep, fmt.Errorf("--pid after the run: %w", err)
+		}
+		rep.Server = &serverTotals{
+			RSSBeforeKiB: before.RSSKiB, RSSAfterKiB: after.RSSKiB,
+			HWMBeforeKiB: before.HWMKiB, HWMAfterKiB: after.HWMKiB,
+			CPUSeconds: after.CPUSeconds - before.CPUSeconds,
+		}
+	}
+	return rep, nil
+}
+
+func (b *bench) runScenario(ctx context.Context, s scenario) *Result {
+	fmt.Fprintf(b.log, "%s: %s…\n", s.name, s.description)
+	r := &Result{Name: s.name, Description: s.description}
+	var before procSample
+	havePID := false
+	if b.opts.pid > 0 {
+		var err error
+		before, err = readProc(b.opts.pid)
+		havePID = err == nil
+	}
+	limited := b.c.rateLimited.Load()
+	var t tally
+	err := s.run(b, ctx, r, &t)
+	if err != nil {
+		t.problem("%v", err)
+	}
+	r.RateLimited = b.c.rateLimited.Load() - limited
+	r.Errors = t.errors
+	r.Problems = t.problems
+	r.OK = len(r.Problems) == 0 && r.Errors == 0
+	if havePID {
+		if after, err := readProc(b.opts.pid); err == nil {
+			r.Server = &serverUsage{RSSBeforeKiB: before.RSSKiB, RSSAfterKiB: after.RSSKiB, HWMKiB: after.HWMKiB, CPUSeconds: after.CPUSeconds - before.CPUSeconds}
+		}
+	}
+	return r
+}
