@@ -134,6 +134,10 @@ func (a *API) messages(r *http.Request) (any, error) {
 		to = &p
 	}
 
+	ignored, err := a.db.IgnoredUsers(r.Context(), requester(r).Localpart())
+	if err != nil {
+		return nil, err
+	}
 	var chunk []*roomserver.Event
 	cursor, exhausted := from, false
 	// Filters and visibility drop events after the query, so fetch in
@@ -160,7 +164,9 @@ func (a *API) messages(r *http.Request) (any, error) {
 		}
 		for _, e := range evs {
 			p := storage.TopoPoint{Depth: e.Depth(), Stream: e.StreamPos}
-			if to != nil && ((backwards && !topoLess(*to, p)) || (!backwards && !topoLess(p, *to))) {
+			// A token is the point just before its event: going back to
+			// it includes that event, going forward to it does not.
+			if to != nil && ((backwards && topoLess(p, *to)) || (!backwards && !topoLess(p, *to))) {
 				exhausted = true
 				break
 			}
@@ -169,7 +175,7 @@ func (a *API) messages(r *http.Request) (any, error) {
 			} else {
 				cursor = storage.TopoPoint{Depth: p.Depth, Stream: p.Stream + 1}
 			}
-			if visible[e.EventID()] && matchRoomEvent(&f, e) {
+			if visible[e.EventID()] && matchRoomEvent(&f, e) && !(ignored[string(e.SenderID())] && !e.IsState()) {
 				chunk = append(chunk, e)
 				if len(chunk) == limit {
 					break

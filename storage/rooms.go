@@ -253,7 +253,10 @@ func (o ops) TransactionIDs(ctx context.Context, localpart, deviceID string, eve
 
 // SetRedactedBy marks an event as redacted by an accepted redaction.
 func (o ops) SetRedactedBy(ctx context.Context, eventID, redactionID string) error {
-	_, err := o.q.exec(ctx, `UPDATE rooms_events SET redacted_by = $1 WHERE event_id = $2 AND redacted_by IS NULL`, redactionID, eventID)
+	// The redacted content has no m.relates_to left, so neither may the
+	// relation columns (relations, threads and aggregations read them).
+	_, err := o.q.exec(ctx, `UPDATE rooms_events SET redacted_by = $1, relates_to = NULL, rel_type = NULL
+		WHERE event_id = $2 AND redacted_by IS NULL`, redactionID, eventID)
 	return err
 }
 

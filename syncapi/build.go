@@ -205,7 +205,7 @@ func (s *Sync) joinedRoom(ctx context.Context, req *request, room storage.Room, 
 		}
 	}
 	state = s.filterState(req, state, tl, memberEv)
-	if jr.State.Events, err = s.format.Format(ctx, room, state, s.formatOptions(req)); err != nil {
+	if jr.State.Events, err = s.format.Format(ctx, room, state, s.stateOptions(req)); err != nil {
 		return nil, err
 	}
 	if fresh || hasMembershipEvents(tl) {
@@ -276,7 +276,11 @@ scan:
 	} else {
 		tl.PrevBatch = makeToken(upTo, 0)
 	}
-	events, err := s.format.Format(ctx, room, picked, s.formatOptions(req))
+	// Bundled aggregations cost queries; clients need them only where the
+	// timeline skipped events whose children they never saw (spec).
+	opts := s.formatOptions(req)
+	opts.NoAggregations = !limited
+	events, err := s.format.Format(ctx, room, picked, opts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -404,7 +408,7 @@ func (s *Sync) leftRoom(ctx context.Context, req *request, room storage.Room, me
 		return nil, err
 	}
 	state = s.filterState(req, state, tl, memberEv)
-	if lr.State.Events, err = s.format.Format(ctx, room, state, s.formatOptions(req)); err != nil {
+	if lr.State.Events, err = s.format.Format(ctx, room, state, s.stateOptions(req)); err != nil {
 		return nil, err
 	}
 	return lr, nil
@@ -433,7 +437,14 @@ func (s *Sync) strippedState(ctx context.Context, room storage.Room, memberEv *r
 }
 
 func (s *Sync) formatOptions(req *request) clientevent.Options {
-	return clientevent.Options{Localpart: req.user.Localpart(), DeviceID: req.user.DeviceID, OmitRoomID: true}
+	return clientevent.Options{Localpart: req.user.Localpart(), DeviceID: req.user.DeviceID, UserID: req.user.UserID.String(), OmitRoomID: true}
+}
+
+// stateOptions render state, which carries no aggregations.
+func (s *Sync) stateOptions(req *request) clientevent.Options {
+	o := s.formatOptions(req)
+	o.NoAggregations = true
+	return o
 }
 
 // roomAllowed applies the room filter's rooms/not_rooms.
