@@ -153,46 +153,44 @@ const notifyingTypes = `('m.room.message', 'm.room.encrypted', 'm.sticker', 'm.c
 // (not state event) clears everything before it, as sending counts as
 // reading.
 func (o ops) UnreadCounts(ctx context.Context, roomNID int64, userID string, afterPos, upTo int64) (Unread, error) {
-	out := Unread{Threads: map[string]UnreadCount{}}
-	var unthreaded, own sql.NullInt64
-	if err := o.q.queryRow(ctx, `SELECT MAX(event_pos) FROM receipts_latest WHERE room_nid = $1 AND user_id = $2
-		AND receipt_type IN ('m.read', 'm.read.private') AND thread_id = ''`, roomNID, userID).Scan(&unthreaded); err != nil {
-		return out, err
-	}
-	floor := max(afterPos, unthreaded.Int64)
-	if floor >= upTo {
-		return out, nil
-	}
-	// State events do not count: a profile change sends a member event
-	// to every room the user is in, without them reading any of them.
-	if err := o.q.queryRow(ctx, `SELECT MAX(stream_pos) FROM rooms_events WHERE room_nid = $1 AND sender = $2
-		AND state_key IS NULL AND stream_pos > $3 AND stream_pos <= $4`, roomNID, userID, floor, upTo).Scan(&own); err != nil {
-		return out, err
-	}
-	floor = max(floor, own.Int64)
-	if floor >= upTo {
-		return out, nil
-	}
 	ignored, err := o.IgnoredUsers(ctx, localpartOf(userID))
 	if err != nil {
-		return out, err
+		return Unread{Threads: map[string]UnreadCount{}}, err
+	}
+	return o.UnreadCountsIgnoring(ctx, roomNID, userID, afterPos, upTo, ignored)
+}
+
+// UnreadCountsIgnoring is UnreadCounts for a caller that already knows the
+// user's ignored users. It is one query: sync asks it for every room.
+func (o ops) UnreadCountsIgnoring(ctx context.Context, roomNID int64, userID string, afterPos, upTo int64, ignored map[string]bool) (Unread, error) {
+	out := Unread{Threads: map[string]UnreadCount{}}
+	if afterPos >= upTo {
+		return out, nil
 	}
 	ignoredList := make([]string, 0, len(ignored))
 	for u := range ignored {
 		ignoredList = append(ignoredList, u)
 	}
+	// The floor is the latest of: afterPos, the unthreaded receipt, and the
+	// user's own latest message (state events do not count: a profile
+	// change sends a member event to every room without reading any).
+	// Per-thread receipts then apply event by event.
 	rows, err := o.q.query(ctx, `SELECT CASE WHEN e.rel_type = 'm.thread' THEN e.relates_to ELSE '' END, COUNT(*)
 		FROM rooms_events e
 		WHERE e.room_nid = $1 AND e.stream_pos > $2 AND e.stream_pos <= $3
 		AND e.state_key IS NULL AND e.type IN `+notifyingTypes+`
 		AND e.sender <> $4 AND e.sender NOT IN `+o.inList("$5", "text")+`
 		AND e.redacted_by IS NULL AND COALESCE(e.rel_type, '') <> 'm.replace'
-		AND COALESCE(`+o.contentField("e.json", "msgtype")+`, '') <> 'm.notice'
+		AND e.stream_pos > COALESCE((SELECT MAX(r.event_pos) FROM receipts_latest r WHERE r.room_nid = $1 AND r.user_id = $4
+			AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id = ''), 0)
+		AND e.stream_pos > COALESCE((SELECT MAX(m.stream_pos) FROM rooms_events m WHERE m.room_nid = $1 AND m.sender = $4
+			AND m.stream_pos IS NOT NULL AND m.stream_pos > $2 AND m.stream_pos <= $3 AND m.state_key IS NULL), 0)
 		AND e.stream_pos > COALESCE((SELECT MAX(r.event_pos) FROM receipts_latest r
 			WHERE r.room_nid = $1 AND r.user_id = $4 AND r.receipt_type IN ('m.read', 'm.read.private')
 			AND r.thread_id = CASE WHEN e.rel_type = 'm.thread' THEN e.relates_to ELSE 'main' END), 0)
+		AND COALESCE(`+o.contentField("e.json", "msgtype")+`, '') <> 'm.notice'
 		GROUP BY CASE WHEN e.rel_type = 'm.thread' THEN e.relates_to ELSE '' END`,
-		roomNID, floor, upTo, userID, jsonList(ignoredList))
+		roomNID, afterPos, upTo, userID, jsonList(ignoredList))
 	if err != nil {
 		return out, err
 	}

@@ -23,6 +23,9 @@ const MaxBundledReferences = 50
 // A relation whose child was redacted is broken (the redaction strips
 // m.relates_to), and rejected or soft-failed children never count: every
 // relation query below keeps to accepted, unredacted children.
+// Queries on relations write "+room_nid": the unary plus keeps SQLite
+// from choosing the room's stream index (and scanning the whole room) over
+// the relations index; PostgreSQL reads it as the same column.
 const liveChild = `stream_pos IS NOT NULL AND redacted_by IS NULL AND relates_to IS NOT NULL`
 
 // qualified prefixes every column of a column list with a table alias.
@@ -179,7 +182,7 @@ func (o ops) ThreadsAndReferences(ctx context.Context, roomNID int64, parentIDs 
 				MAX(CASE WHEN sender = $3 THEN 1 ELSE 0 END) OVER (`+group+`) AS grp_mine,
 				ROW_NUMBER() OVER (PARTITION BY relates_to, rel_type ORDER BY depth, stream_pos) AS ref_rank
 			FROM rooms_events
-			WHERE room_nid = $1 AND relates_to IN `+o.inList("$2", "text")+` AND rel_type IN ('m.thread', 'm.reference')
+			WHERE +room_nid = $1 AND relates_to IN `+o.inList("$2", "text")+` AND rel_type IN ('m.thread', 'm.reference')
 				AND `+liveChild+` AND sender NOT IN `+o.inList("$4", "text")+`
 		) c
 		WHERE (rel_type = 'm.thread' AND grp_rank = 1) OR (rel_type = 'm.reference' AND ref_rank <= $5)`,
@@ -220,7 +223,7 @@ func (o ops) LatestEdits(ctx context.Context, roomNID int64, parentIDs []string,
 				ROW_NUMBER() OVER (PARTITION BY c.relates_to, c.state_before_nid, c.state_after_nid
 					ORDER BY c.origin_server_ts DESC, `+o.binaryOrder("c.event_id")+` DESC) AS grp_rank
 			FROM rooms_events c JOIN rooms_events p ON p.event_id = c.relates_to
-			WHERE c.room_nid = $1 AND c.relates_to IN `+o.inList("$2", "text")+` AND c.relates_to IS NOT NULL
+			WHERE +c.room_nid = $1 AND c.relates_to IN `+o.inList("$2", "text")+` AND c.relates_to IS NOT NULL
 				AND c.rel_type = 'm.replace' AND c.stream_pos IS NOT NULL AND c.redacted_by IS NULL
 				AND c.state_key IS NULL AND c.sender NOT IN `+o.inList("$3", "text")+`
 				AND p.room_nid = c.room_nid AND p.sender = c.sender AND p.type = c.type AND p.state_key IS NULL
@@ -244,4 +247,24 @@ func nonNil(l []string) []string {
 		return []string{}
 	}
 	return l
+}
+
+// ParentsWithChildren returns which of the given events have any related
+// event at all: one index lookup that spares the aggregation queries for
+// the (common) pages without relations.
+func (o ops) ParentsWithChildren(ctx context.Context, parentIDs []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(parentIDs) == 0 {
+		return out, nil
+	}
+	rows, err := o.q.query(ctx, `SELECT DISTINCT relates_to FROM rooms_events WHERE relates_to IS NOT NULL
+		AND relates_to IN `+o.inList("$1", "text"), jsonList(parentIDs))
+	if err != nil {
+		return nil, err
+	}
+	ids, err := scanStrings(rows)
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out, err
 }

@@ -589,3 +589,17 @@ func (o ops) MembershipEventsSince(ctx context.Context, userID string, after, up
 	return scanEvents(o.q.query(ctx, `SELECT `+eventColumns+` FROM rooms_events WHERE type = 'm.room.member'
 		AND state_key = $1 AND stream_pos > $2 AND stream_pos <= $3 ORDER BY stream_pos`, userID, after, upTo))
 }
+
+// CurrentMembership returns a user's current membership in a room and the
+// stream position of the event that set it ("" and 0 when there is none).
+func (o ops) CurrentMembership(ctx context.Context, roomNID int64, userID string) (string, int64, error) {
+	var m sql.NullString
+	var pos sql.NullInt64
+	err := o.q.queryRow(ctx, `SELECT c.membership, e.stream_pos FROM rooms_current_state c
+		JOIN rooms_events e ON e.event_nid = c.event_nid
+		WHERE c.room_nid = $1 AND c.type = 'm.room.member' AND c.state_key = $2`, roomNID, userID).Scan(&m, &pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", 0, nil
+	}
+	return m.String, pos.Int64, err
+}

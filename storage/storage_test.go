@@ -12,7 +12,7 @@ import (
 )
 
 // open gives the test a migrated database on the selected backend.
-func open(t *testing.T) *storage.DB {
+func open(t testing.TB) *storage.DB {
 	t.Helper()
 	backend, dsn := testdb.Parse(t)
 	db, err := storage.Open(context.Background(), backend, dsn, storage.Options{})

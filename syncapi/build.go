@@ -168,7 +168,7 @@ func (s *Sync) joinedRoom(ctx context.Context, req *request, room storage.Room, 
 		return nil, nil
 	}
 	jr := &joinedRoom{Timeline: *tl, Ephemeral: eventList{Events: ephemeral}, AccountData: eventList{Events: accountData}}
-	unread, err := s.db.UnreadCounts(ctx, room.NID, req.user.UserID.String(), memberEv.StreamPos, pos)
+	unread, err := s.db.UnreadCountsIgnoring(ctx, room.NID, req.user.UserID.String(), memberEv.StreamPos, pos, req.ignored)
 	if err != nil {
 		return nil, err
 	}
@@ -437,7 +437,8 @@ func (s *Sync) strippedState(ctx context.Context, room storage.Room, memberEv *r
 }
 
 func (s *Sync) formatOptions(req *request) clientevent.Options {
-	return clientevent.Options{Localpart: req.user.Localpart(), DeviceID: req.user.DeviceID, UserID: req.user.UserID.String(), OmitRoomID: true}
+	return clientevent.Options{Localpart: req.user.Localpart(), DeviceID: req.user.DeviceID, UserID: req.user.UserID.String(),
+		OmitRoomID: true, Ignored: req.ignored}
 }
 
 // stateOptions render state, which carries no aggregations.

@@ -54,6 +54,9 @@ type Options struct {
 	// queries per call (the spec asks for it in /sync only in limited
 	// timelines).
 	NoAggregations bool
+	// Ignored, when set, is the reader's ignored users, saving a lookup
+	// per call for callers that know it.
+	Ignored map[string]bool
 }
 
 // Formatter renders events, loading what their unsigned data refers to.
@@ -78,11 +81,15 @@ func (f *Formatter) Format(ctx context.Context, room storage.Room, events []*roo
 			return nil, err
 		}
 	}
+	// Transaction IDs exist only for the reader's own events.
+	me := f.readerID(o)
 	ids := make([]string, 0, len(events))
 	var replaced []int64
 	var redactions []string
 	for _, e := range events {
-		ids = append(ids, e.EventID())
+		if string(e.SenderID()) == me {
+			ids = append(ids, e.EventID())
+		}
 		if e.ReplacesNID != 0 {
 			replaced = append(replaced, e.ReplacesNID)
 		}
@@ -92,7 +99,7 @@ func (f *Formatter) Format(ctx context.Context, room storage.Room, events []*roo
 	}
 	ids = append(ids, agg.eventIDs()...)
 	txns := map[string]string{}
-	if o.DeviceID != "" {
+	if o.DeviceID != "" && len(ids) > 0 {
 		var err error
 		if txns, err = f.DB.TransactionIDs(ctx, o.Localpart, o.DeviceID, ids); err != nil {
 			return nil, err

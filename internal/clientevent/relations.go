@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sort"
 
 	"github.com/veche/veche/roomserver"
@@ -138,10 +139,22 @@ func (f *Formatter) aggregate(ctx context.Context, room storage.Room, events []*
 	if len(parents) == 0 {
 		return agg, nil
 	}
-	me := f.readerID(o)
-	ignoredSet, err := f.IgnoredUsers(ctx, o.Localpart)
+	// Most pages relate to nothing: one index lookup decides whether the
+	// aggregation queries are needed at all, and for which parents.
+	having, err := f.DB.ParentsWithChildren(ctx, parents)
 	if err != nil {
 		return nil, err
+	}
+	parents = slices.DeleteFunc(parents, func(id string) bool { return !having[id] })
+	if len(parents) == 0 {
+		return agg, nil
+	}
+	me := f.readerID(o)
+	ignoredSet := o.Ignored
+	if ignoredSet == nil {
+		if ignoredSet, err = f.IgnoredUsers(ctx, o.Localpart); err != nil {
+			return nil, err
+		}
 	}
 	ignored := make([]string, 0, len(ignoredSet))
 	for u := range ignoredSet {
