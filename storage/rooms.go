@@ -387,13 +387,15 @@ type UserRoom struct {
 	RoomID     string
 	Membership string
 	EventNID   int64 // the membership event
+	Room       Room
 }
 
 // RoomsOfUser lists the rooms where the user's current membership is one
 // of memberships (all rooms with any membership when empty), leaving out
 // forgotten rooms.
 func (o ops) RoomsOfUser(ctx context.Context, userID string, memberships ...string) ([]UserRoom, error) {
-	rows, err := o.q.query(ctx, `SELECT c.room_nid, r.room_id, c.membership, c.event_nid
+	rows, err := o.q.query(ctx, `SELECT c.room_nid, r.room_id, c.membership, c.event_nid,
+			r.room_version, r.created_ts, r.state_nid, r.visibility
 		FROM rooms_current_state c JOIN rooms_rooms r ON r.room_nid = c.room_nid
 		WHERE c.type = 'm.room.member' AND c.state_key = $1
 		AND NOT EXISTS (SELECT 1 FROM rooms_forgotten f WHERE f.room_nid = c.room_nid AND f.user_id = $1)
@@ -405,9 +407,11 @@ func (o ops) RoomsOfUser(ctx context.Context, userID string, memberships ...stri
 	var out []UserRoom
 	for rows.Next() {
 		var r UserRoom
-		if err := rows.Scan(&r.RoomNID, &r.RoomID, &r.Membership, &r.EventNID); err != nil {
+		if err := rows.Scan(&r.RoomNID, &r.RoomID, &r.Membership, &r.EventNID,
+			&r.Room.Version, &r.Room.CreatedTS, &r.Room.StateNID, &r.Room.Visibility); err != nil {
 			return nil, err
 		}
+		r.Room.NID, r.Room.RoomID = r.RoomNID, r.RoomID
 		if len(memberships) == 0 || containsString(memberships, r.Membership) {
 			out = append(out, r)
 		}

@@ -72,14 +72,30 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 	if err != nil {
 		return nil, err
 	}
+	// An incremental sync looks only at rooms where something happened:
+	// one query finds the rooms with new events, instead of a query per
+	// room the user is in.
+	var active map[int64]bool
+	if req.since > 0 && !req.fullState {
+		var joinedNIDs []int64
+		for _, m := range memberships {
+			if m.Membership == spec.Join {
+				joinedNIDs = append(joinedNIDs, m.RoomNID)
+			}
+		}
+		if active, err = s.db.RoomsWithEvents(ctx, joinedNIDs, req.since, pos); err != nil {
+			return nil, err
+		}
+	}
 	for _, m := range memberships {
 		if !roomAllowed(req.filter.Room, m.RoomID) {
 			continue
 		}
-		room, err := s.db.RoomByNID(ctx, m.RoomNID)
-		if err != nil {
-			return nil, err
+		if active != nil && m.Membership == spec.Join && !active[m.RoomNID] && len(receipts[m.RoomNID]) == 0 &&
+			len(roomData[m.RoomID]) == 0 && !s.typing.Changed(m.RoomID, req.sinceTyping) {
+			continue // nothing new here, and the join itself is older (else the room has an event)
 		}
+		room := m.Room
 		memberEvs, err := s.rs.Events(ctx, room, []int64{m.EventNID})
 		if err != nil || len(memberEvs) == 0 {
 			return nil, err
