@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
@@ -99,4 +100,51 @@ func BenchmarkSendMessageParallel(b *testing.B) {
 			res.Body.Close()
 		}
 	})
+}
+
+// BenchmarkDelivery is a message from its send until a receiver's waiting
+// long-poll returns it.
+func BenchmarkDelivery(b *testing.B) {
+	s := testserver.Start(b)
+	sender := register(b, s, "sender")
+	receiver := register(b, s, "receiver")
+	room := post(b, s.URL+"/_matrix/client/v3/createRoom", sender, map[string]any{"preset": "public_chat"})["room_id"].(string)
+	post(b, s.URL+"/_matrix/client/v3/rooms/"+room+"/join", receiver, map[string]any{})
+	client := &http.Client{}
+	syncOnce := func(since string) string {
+		url := s.URL + "/_matrix/client/v3/sync?timeout=30000&since=" + since
+		if since == "" {
+			url = s.URL + "/_matrix/client/v3/sync"
+		}
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Header.Set("Authorization", "Bearer "+receiver)
+		res, err := client.Do(req)
+		if err != nil || res.StatusCode != 200 {
+			b.Fatalf("sync: %v %v", res, err)
+		}
+		defer res.Body.Close()
+		var body struct {
+			NextBatch string `json:"next_batch"`
+		}
+		_ = json.NewDecoder(res.Body).Decode(&body)
+		return body.NextBatch
+	}
+	since := syncOnce("")
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		i++
+		done := make(chan string, 1)
+		go func(since string) { done <- syncOnce(since) }(since)
+		url := s.URL + "/_matrix/client/v3/rooms/" + room + "/send/m.room.message/d" + strconv.Itoa(i)
+		req, _ := http.NewRequest("PUT", url, strings.NewReader(`{"msgtype":"m.text","body":"ping"}`))
+		req.Header.Set("Authorization", "Bearer "+sender)
+		res, err := client.Do(req)
+		if err != nil || res.StatusCode != 200 {
+			b.Fatalf("send: %v %v", res, err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		since = <-done
+	}
 }

@@ -161,36 +161,56 @@ func (o ops) UnreadCounts(ctx context.Context, roomNID int64, userID string, aft
 }
 
 // UnreadCountsIgnoring is UnreadCounts for a caller that already knows the
-// user's ignored users. It is one query: sync asks it for every room.
+// user's ignored users.
 func (o ops) UnreadCountsIgnoring(ctx context.Context, roomNID int64, userID string, afterPos, upTo int64, ignored map[string]bool) (Unread, error) {
+	floor, _, err := o.UnreadFloor(ctx, roomNID, userID, afterPos, upTo)
+	if err != nil {
+		return Unread{Threads: map[string]UnreadCount{}}, err
+	}
+	return o.CountUnread(ctx, roomNID, userID, floor, upTo, ignored)
+}
+
+// UnreadFloor returns the position up to which the user has read the room
+// as a whole — the latest of afterPos, their unthreaded receipt and their
+// own latest message (state events do not count: a profile change sends a
+// member event to every room without reading any) — and a version of the
+// user's receipts in the room that changes whenever any of them moves, so
+// that a caller can keep counts and add only what is new.
+func (o ops) UnreadFloor(ctx context.Context, roomNID int64, userID string, afterPos, upTo int64) (floor, receiptsVersion int64, err error) {
+	var unthreaded, own, version sql.NullInt64
+	err = o.q.queryRow(ctx, `SELECT
+		(SELECT MAX(event_pos) FROM receipts_latest WHERE room_nid = $1 AND user_id = $2
+			AND receipt_type IN ('m.read', 'm.read.private') AND thread_id = ''),
+		(SELECT MAX(stream_pos) FROM rooms_events WHERE room_nid = $1 AND sender = $2
+			AND stream_pos IS NOT NULL AND stream_pos <= $3 AND state_key IS NULL),
+		(SELECT MAX(stream_pos) FROM receipts_latest WHERE room_nid = $1 AND user_id = $2)`,
+		roomNID, userID, upTo).Scan(&unthreaded, &own, &version)
+	return max(afterPos, unthreaded.Int64, own.Int64), version.Int64, err
+}
+
+// CountUnread counts the notifying events in (after, upTo], applying the
+// user's per-thread and main-timeline receipts event by event.
+func (o ops) CountUnread(ctx context.Context, roomNID int64, userID string, after, upTo int64, ignored map[string]bool) (Unread, error) {
 	out := Unread{Threads: map[string]UnreadCount{}}
-	if afterPos >= upTo {
+	if after >= upTo {
 		return out, nil
 	}
 	ignoredList := make([]string, 0, len(ignored))
 	for u := range ignored {
 		ignoredList = append(ignoredList, u)
 	}
-	// The floor is the latest of: afterPos, the unthreaded receipt, and the
-	// user's own latest message (state events do not count: a profile
-	// change sends a member event to every room without reading any).
-	// Per-thread receipts then apply event by event.
 	rows, err := o.q.query(ctx, `SELECT CASE WHEN e.rel_type = 'm.thread' THEN e.relates_to ELSE '' END, COUNT(*)
 		FROM rooms_events e
 		WHERE e.room_nid = $1 AND e.stream_pos > $2 AND e.stream_pos <= $3
 		AND e.state_key IS NULL AND e.type IN `+notifyingTypes+`
 		AND e.sender <> $4 AND e.sender NOT IN `+o.inList("$5", "text")+`
 		AND e.redacted_by IS NULL AND COALESCE(e.rel_type, '') <> 'm.replace'
-		AND e.stream_pos > COALESCE((SELECT MAX(r.event_pos) FROM receipts_latest r WHERE r.room_nid = $1 AND r.user_id = $4
-			AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id = ''), 0)
-		AND e.stream_pos > COALESCE((SELECT MAX(m.stream_pos) FROM rooms_events m WHERE m.room_nid = $1 AND m.sender = $4
-			AND m.stream_pos IS NOT NULL AND m.stream_pos > $2 AND m.stream_pos <= $3 AND m.state_key IS NULL), 0)
 		AND e.stream_pos > COALESCE((SELECT MAX(r.event_pos) FROM receipts_latest r
 			WHERE r.room_nid = $1 AND r.user_id = $4 AND r.receipt_type IN ('m.read', 'm.read.private')
 			AND r.thread_id = CASE WHEN e.rel_type = 'm.thread' THEN e.relates_to ELSE 'main' END), 0)
 		AND COALESCE(`+o.contentField("e.json", "msgtype")+`, '') <> 'm.notice'
 		GROUP BY CASE WHEN e.rel_type = 'm.thread' THEN e.relates_to ELSE '' END`,
-		roomNID, afterPos, upTo, userID, jsonList(ignoredList))
+		roomNID, after, upTo, userID, jsonList(ignoredList))
 	if err != nil {
 		return out, err
 	}

@@ -160,6 +160,18 @@ type querier interface {
 	writeRow(ctx context.Context, q string, args ...any) *sql.Row
 }
 
+// driverCtx is the context handed to the driver. For SQLite it drops
+// cancellation: mattn/go-sqlite3 starts a goroutine per statement (or an
+// AfterFunc per query) to watch a cancellable context, which cost more than
+// the statements themselves, and every statement here is short. Deadlines
+// still bound whole requests and transactions in the callers.
+func (db *DB) driverCtx(ctx context.Context) context.Context {
+	if db.backend == config.SQLite {
+		return context.WithoutCancel(ctx)
+	}
+	return ctx
+}
+
 // stmt returns a prepared statement for q on pool, preparing it once. The
 // queries are constants, so the cache is bounded; database/sql re-prepares
 // per connection as needed. Preparing was the largest single cost of a
@@ -186,6 +198,7 @@ type stmtKey struct {
 }
 
 func (db *DB) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	ctx = db.driverCtx(ctx)
 	s, err := db.stmt(ctx, db.writer, q)
 	if err != nil {
 		return nil, err
@@ -193,6 +206,7 @@ func (db *DB) exec(ctx context.Context, q string, args ...any) (sql.Result, erro
 	return s.ExecContext(ctx, args...)
 }
 func (db *DB) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	ctx = db.driverCtx(ctx)
 	s, err := db.stmt(ctx, db.reader, q)
 	if err != nil {
 		return nil, err
@@ -206,6 +220,7 @@ func (db *DB) writeRow(ctx context.Context, q string, args ...any) *sql.Row {
 	return db.rowOn(ctx, db.writer, q, args)
 }
 func (db *DB) rowOn(ctx context.Context, pool *sql.DB, q string, args []any) *sql.Row {
+	ctx = db.driverCtx(ctx)
 	s, err := db.stmt(ctx, pool, q)
 	if err != nil {
 		// *sql.Row cannot be built with an error; the unprepared query
@@ -256,18 +271,21 @@ func (t *Tx) txStmt(ctx context.Context, q string) *sql.Stmt {
 }
 
 func (t *Tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	ctx = t.db.driverCtx(ctx)
 	if s := t.txStmt(ctx, q); s != nil {
 		return s.ExecContext(ctx, args...)
 	}
 	return t.tx.ExecContext(ctx, t.db.rebind(q), args...)
 }
 func (t *Tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	ctx = t.db.driverCtx(ctx)
 	if s := t.txStmt(ctx, q); s != nil {
 		return s.QueryContext(ctx, args...)
 	}
 	return t.tx.QueryContext(ctx, t.db.rebind(q), args...)
 }
 func (t *Tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	ctx = t.db.driverCtx(ctx)
 	if s := t.txStmt(ctx, q); s != nil {
 		return s.QueryRowContext(ctx, args...)
 	}
@@ -282,7 +300,7 @@ func (t *Tx) writeRow(ctx context.Context, q string, args ...any) *sql.Row {
 func (db *DB) Transact(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	start := time.Now()
 	var tx *Tx
-	sqlTx, err := db.writer.BeginTx(ctx, nil)
+	sqlTx, err := db.writer.BeginTx(db.driverCtx(ctx), nil)
 	if err != nil {
 		return fmt.Errorf("storage: begin: %w", err)
 	}

@@ -25,7 +25,7 @@ func open(t testing.TB) *storage.DB {
 
 // createUser adds a plain account that the test needs to exist, e.g. as
 // the target of foreign keys.
-func createUser(t *testing.T, db *storage.DB, localpart string) {
+func createUser(t testing.TB, db *storage.DB, localpart string) {
 	t.Helper()
 	if err := db.CreateUser(t.Context(), storage.User{Localpart: localpart, CreatedTS: 1}); err != nil {
 		t.Fatalf("creating %s: %v", localpart, err)

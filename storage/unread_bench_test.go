@@ -26,3 +26,15 @@ func BenchmarkUnreadCounts(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkUnreadFloor(b *testing.B) {
+	db := open(b)
+	ctx := b.Context()
+	nid, _ := db.CreateRoom(ctx, "!r:x", "12", 1)
+	b.ResetTimer()
+	for b.Loop() {
+		if _, _, err := db.UnreadFloor(ctx, nid, "@b:x", 0, 100); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -184,7 +184,7 @@ func (s *Sync) joinedRoom(ctx context.Context, req *request, room storage.Room, 
 		return nil, nil
 	}
 	jr := &joinedRoom{Timeline: *tl, Ephemeral: eventList{Events: ephemeral}, AccountData: eventList{Events: accountData}}
-	unread, err := s.db.UnreadCountsIgnoring(ctx, room.NID, req.user.UserID.String(), memberEv.StreamPos, pos, req.ignored)
+	unread, err := s.unread.counts(ctx, s.db, room.NID, req.user.UserID.String(), memberEv.StreamPos, pos, req.ignored)
 	if err != nil {
 		return nil, err
 	}

@@ -43,6 +43,7 @@ type Sync struct {
 	stream *stream.Stream
 	typing *typing.Tracker
 	format *clientevent.Formatter
+	unread unreadCache
 	log    logrus.FieldLogger
 	now    func() time.Time
 	// closing ends long-polls at shutdown, so that they do not hold up the
