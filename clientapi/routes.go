@@ -81,6 +81,7 @@ func (a *API) Register(rt *httpapi.Router) {
 	a.registerDirectoryRoutes(rt)
 	a.registerRelationsRoutes(rt)
 	a.registerEphemeralRoutes(rt)
+	a.registerPushRulesRoutes(rt)
 
 	// Filtering.
 	a.handle(rt, "POST", "/user/{userId}/filter", guestOK, a.createFilter)

@@ -291,7 +291,11 @@ func (a *actor) processLocal(batch []*request) {
 			}
 		}
 		for target := range b.redacts {
+			a.rs.cache.evict(target)
 			a.applyRedactionToState(target)
+		}
+		for _, e := range b.events {
+			a.rs.cache.put(e)
 		}
 	}
 	users := make([]string, 0, len(a.room.joined)+len(wake))

@@ -11,22 +11,46 @@ import (
 	"github.com/veche/veche/storage"
 )
 
-// eventsByNID loads and parses events of one room version.
+// eventsByNID loads and parses events of one room version, from the cache
+// where it can.
 func (rs *Roomserver) eventsByNID(ctx context.Context, nids []int64, version gomatrixserverlib.RoomVersion) ([]*Event, error) {
-	rows, err := rs.db.EventsByNID(ctx, nids)
+	out := make([]*Event, 0, len(nids))
+	var missing []int64
+	for _, nid := range nids {
+		if e := rs.cache.get(nid); e != nil {
+			out = append(out, e)
+		} else {
+			missing = append(missing, nid)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	rows, err := rs.db.EventsByNID(ctx, missing)
 	if err != nil {
 		return nil, err
 	}
-	return parseRows(rows, version)
+	evs, err := rs.parseRows(rows, version)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, evs...), nil
 }
 
-func parseRows(rows []storage.EventRow, version gomatrixserverlib.RoomVersion) ([]*Event, error) {
+// parseRows turns stored rows into events, reusing cached parses whose
+// redaction state still matches the row.
+func (rs *Roomserver) parseRows(rows []storage.EventRow, version gomatrixserverlib.RoomVersion) ([]*Event, error) {
 	out := make([]*Event, 0, len(rows))
 	for _, r := range rows {
+		if e := rs.cache.get(r.NID); e != nil && e.RedactedBy == r.RedactedBy && e.StateAfterNID == r.StateAfterNID {
+			out = append(out, e)
+			continue
+		}
 		e, err := eventFromRow(r, version)
 		if err != nil {
 			return nil, err
 		}
+		rs.cache.put(e)
 		out = append(out, e)
 	}
 	return out, nil
@@ -45,7 +69,11 @@ func (rs *Roomserver) Event(ctx context.Context, eventID string) (*Event, error)
 	if err != nil {
 		return nil, err
 	}
-	return eventFromRow(row, gomatrixserverlib.RoomVersion(room.Version))
+	evs, err := rs.parseRows([]storage.EventRow{row}, gomatrixserverlib.RoomVersion(room.Version))
+	if err != nil {
+		return nil, err
+	}
+	return evs[0], nil
 }
 
 // Events loads events of one room by numeric ID.
@@ -55,7 +83,7 @@ func (rs *Roomserver) Events(ctx context.Context, room storage.Room, nids []int6
 
 // EventRows parses stored rows of one room.
 func (rs *Roomserver) EventRows(room storage.Room, rows []storage.EventRow) ([]*Event, error) {
-	return parseRows(rows, gomatrixserverlib.RoomVersion(room.Version))
+	return rs.parseRows(rows, gomatrixserverlib.RoomVersion(room.Version))
 }
 
 // CurrentState returns a room's current state events.

@@ -37,6 +37,7 @@ type Roomserver struct {
 	stream     *stream.Stream
 	log        logrus.FieldLogger
 	now        func() time.Time
+	cache      *eventCache
 
 	mu      sync.Mutex
 	actors  map[string]*actor // by room ID
@@ -62,7 +63,7 @@ func New(d Deps) *Roomserver {
 	}
 	return &Roomserver{
 		db: d.DB, serverName: d.ServerName, key: d.Key, stream: d.Stream, log: d.Log, now: d.Now,
-		actors: map[string]*actor{}, quit: make(chan struct{}),
+		actors: map[string]*actor{}, quit: make(chan struct{}), cache: newEventCache(eventCacheSize),
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/veche/veche/internal/clientevent"
 	"github.com/veche/veche/internal/filter"
+	"github.com/veche/veche/pushrules"
 	"github.com/veche/veche/roomserver"
 	"github.com/veche/veche/storage"
 )
@@ -47,8 +48,17 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 		return nil, err
 	}
 	roomData := map[string][]any{}
+	sawPushRules := false
 	for _, d := range data {
 		ev := accountDataEvent{Type: d.Type, Content: d.Content}
+		if d.RoomID == "" && d.Type == pushrules.AccountDataType {
+			// Stored are only the user's changes; clients get the whole
+			// ruleset, current defaults included.
+			sawPushRules = true
+			if ev.Content, err = json.Marshal(pushrules.ForUser(d.Content, userID, "")); err != nil {
+				return nil, err
+			}
+		}
 		if d.RoomID == "" {
 			if matchEventFilter(req.filter.AccountData, d.Type, "") {
 				resp.AccountData.Events = append(resp.AccountData.Events, ev)
@@ -64,6 +74,15 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 		}
 	}
 
+	if req.initial && !sawPushRules && matchEventFilter(req.filter.AccountData, pushrules.AccountDataType, "") {
+		// A user who never changed a rule still has the defaults.
+		content, err := json.Marshal(pushrules.ForUser(nil, userID, ""))
+		if err != nil {
+			return nil, err
+		}
+		resp.AccountData.Events = append(resp.AccountData.Events, accountDataEvent{Type: pushrules.AccountDataType, Content: content})
+	}
+
 	memberships, err := s.db.RoomsOfUser(ctx, userID)
 	if err != nil {
 		return nil, err
@@ -76,7 +95,7 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 	// one query finds the rooms with new events, instead of a query per
 	// room the user is in.
 	var active map[int64]bool
-	if req.since > 0 && !req.fullState {
+	if !req.initial && !req.fullState {
 		var joinedNIDs []int64
 		for _, m := range memberships {
 			if m.Membership == spec.Join {
@@ -104,7 +123,7 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 		if memberEv.StreamPos > pos {
 			continue // changed after this response's position: the next one tells
 		}
-		changed := req.since > 0 && memberEv.StreamPos > req.since
+		changed := !req.initial && memberEv.StreamPos > req.since
 		switch m.Membership {
 		case spec.Join:
 			jr, err := s.joinedRoom(ctx, req, room, memberEv, pos, roomData[room.RoomID], receipts[room.NID])
@@ -118,7 +137,7 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 			if req.ignored[string(memberEv.SenderID())] {
 				continue // invites from ignored users are never shown (spec)
 			}
-			if req.since == 0 || changed {
+			if req.initial || changed {
 				ir := &invitedRoom{}
 				if ir.InviteState.Events, err = s.strippedState(ctx, room, memberEv); err != nil {
 					return nil, err
@@ -126,7 +145,7 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 				resp.Rooms.Invite[room.RoomID] = ir
 			}
 		case spec.Knock:
-			if req.since == 0 || changed {
+			if req.initial || changed {
 				kr := &knockedRoom{}
 				if kr.KnockState.Events, err = s.strippedState(ctx, room, memberEv); err != nil {
 					return nil, err
@@ -135,7 +154,7 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 			}
 		case spec.Leave, spec.Ban:
 			includeLeave := req.filter.Room != nil && req.filter.Room.IncludeLeave
-			if changed || (req.since == 0 && includeLeave) || (req.fullState && includeLeave) {
+			if changed || (req.initial && includeLeave) || (req.fullState && includeLeave) {
 				lr, err := s.leftRoom(ctx, req, room, memberEv, roomData[room.RoomID])
 				if err != nil {
 					return nil, err
@@ -170,7 +189,7 @@ func timelineLimit(f *filter.Filter) int {
 
 // joinedRoom renders a joined room, or nil when nothing changed in it.
 func (s *Sync) joinedRoom(ctx context.Context, req *request, room storage.Room, memberEv *roomserver.Event, pos int64, accountData []any, receipts []storage.Receipt) (*joinedRoom, error) {
-	fresh := req.since == 0 || req.fullState || memberEv.StreamPos > req.since
+	fresh := req.initial || req.fullState || memberEv.StreamPos > req.since
 	after := req.since
 	if fresh {
 		after = 0
@@ -399,7 +418,7 @@ func (s *Sync) summary(ctx context.Context, room storage.Room, self string) (*su
 // timeline up to that moment.
 func (s *Sync) leftRoom(ctx context.Context, req *request, room storage.Room, memberEv *roomserver.Event, accountData []any) (*leftRoom, error) {
 	after := req.since
-	if req.since == 0 || req.fullState {
+	if req.initial || req.fullState {
 		after = 0
 	}
 	tl, first, err := s.timeline(ctx, req, room, after, memberEv.StreamPos)

@@ -479,3 +479,23 @@ func TestIgnoredUsersAreHidden(t *testing.T) {
 		t.Fatal("invite from an ignored user shown")
 	}
 }
+
+func TestPushRulesInSync(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t)
+	alice := register(t, s, "alice")
+	resp := syncRaw(t, alice, nil)
+	var rules map[string]any
+	for _, e := range resp["account_data"].(map[string]any)["events"].([]any) {
+		if ev := e.(map[string]any); ev["type"] == "m.push_rules" {
+			rules = ev["content"].(map[string]any)
+		}
+	}
+	if rules == nil {
+		t.Fatal("initial sync lacks m.push_rules")
+	}
+	override := rules["global"].(map[string]any)["override"].([]any)
+	if len(override) == 0 || override[0].(map[string]any)["rule_id"] != ".m.rule.master" {
+		t.Fatalf("default override rules = %v", override)
+	}
+}

@@ -74,8 +74,11 @@ const (
 
 // request is a parsed /sync request.
 type request struct {
-	user  *accounts.Requester
-	since int64 // 0: initial sync
+	user *accounts.Requester
+	// initial: no since token, so everything up to now. (A since of 0 is
+	// a real position: a server with nothing in its stream yet.)
+	initial bool
+	since   int64
 	// sinceTyping is the typing tracker's position, which lives outside
 	// the global stream (typing is never persisted).
 	sinceTyping int64
@@ -109,7 +112,7 @@ func (s *Sync) Handle(r *http.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		if req.since == 0 || req.fullState || !resp.empty() || req.timeout == 0 {
+		if req.initial || req.fullState || !resp.empty() || req.timeout == 0 {
 			return resp, nil
 		}
 		select {
@@ -126,7 +129,7 @@ func (s *Sync) Handle(r *http.Request) (any, error) {
 
 func (s *Sync) parse(r *http.Request) (*request, error) {
 	q := r.URL.Query()
-	req := &request{user: accounts.RequesterFrom(r.Context())}
+	req := &request{user: accounts.RequesterFrom(r.Context()), initial: q.Get("since") == ""}
 	if since := q.Get("since"); since != "" {
 		pos, typingPos, err := parseToken(since)
 		if err != nil {
