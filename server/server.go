@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -123,6 +124,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", s.metrics.Handler())
 		mux.HandleFunc("GET /health", s.health)
+		// Profiles for operators; the metrics listener is private by
+		// configuration.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 		s.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
 	s.bg, s.stopBg = context.WithCancel(context.Background())

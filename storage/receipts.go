@@ -5,9 +5,8 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
-
-	"github.com/veche/veche/config"
 )
 
 // Receipt types kept in receipts_latest (spec: "Receipts"). m.fully_read
@@ -92,17 +91,6 @@ func (o ops) UserReceipts(ctx context.Context, roomNID int64, userID string) ([]
 		WHERE room_nid = $1 AND user_id = $2 ORDER BY receipt_type, thread_id`, roomNID, userID))
 }
 
-// LatestReadPosition is the stream position of the event the user has read
-// up to in the room's main timeline: the furthest of their m.read and
-// m.read.private receipts, unthreaded or for thread "main" (spec: the
-// receipt more ahead wins). 0 when they sent none.
-func (o ops) LatestReadPosition(ctx context.Context, roomNID int64, userID string) (int64, error) {
-	var pos sql.NullInt64
-	err := o.q.queryRow(ctx, `SELECT MAX(event_pos) FROM receipts_latest WHERE room_nid = $1 AND user_id = $2
-		AND receipt_type IN ('m.read', 'm.read.private') AND thread_id IN ('', 'main')`, roomNID, userID).Scan(&pos)
-	return pos.Int64, err
-}
-
 // MaxReceiptStreamPos is the highest stream position a receipt holds.
 // The stream must restart above it as above MaxStreamPos's tables.
 func (o ops) MaxReceiptStreamPos(ctx context.Context) (int64, error) {
@@ -138,38 +126,6 @@ type Unread struct {
 const notifyingTypes = `('m.room.message', 'm.room.encrypted', 'm.sticker', 'm.call.invite',
 	'm.poll.start', 'org.matrix.msc3381.poll.start')`
 
-// UnreadCounts counts the events of the room with stream positions in
-// (afterPos, upTo] that notify userID, approximating the default push
-// rules until push rules exist: notifying types sent by others, not
-// redacted, not edits (.m.rule.suppress_edits), not m.notice
-// (.m.rule.suppress_notices), not from users userID ignores.
-//
-// Read state is applied here as the spec's "Marking notifications as
-// read" says, so afterPos only needs to be a floor (0, or the join, or
-// LatestReadPosition): unthreaded receipts clear every thread; "main"
-// receipts the main timeline; a thread root's receipts that thread
-// (events are placed in a thread by their own m.thread relation only,
-// without following further hops); and the user's own latest message
-// (not state event) clears everything before it, as sending counts as
-// reading.
-func (o ops) UnreadCounts(ctx context.Context, roomNID int64, userID string, afterPos, upTo int64) (Unread, error) {
-	ignored, err := o.IgnoredUsers(ctx, localpartOf(userID))
-	if err != nil {
-		return Unread{Threads: map[string]UnreadCount{}}, err
-	}
-	return o.UnreadCountsIgnoring(ctx, roomNID, userID, afterPos, upTo, ignored)
-}
-
-// UnreadCountsIgnoring is UnreadCounts for a caller that already knows the
-// user's ignored users.
-func (o ops) UnreadCountsIgnoring(ctx context.Context, roomNID int64, userID string, afterPos, upTo int64, ignored map[string]bool) (Unread, error) {
-	floor, _, err := o.UnreadFloor(ctx, roomNID, userID, afterPos, upTo)
-	if err != nil {
-		return Unread{Threads: map[string]UnreadCount{}}, err
-	}
-	return o.CountUnread(ctx, roomNID, userID, floor, upTo, ignored)
-}
-
 // UnreadFloor returns the position up to which the user has read the room
 // as a whole — the latest of afterPos, their unthreaded receipt and their
 // own latest message (state events do not count: a profile change sends a
@@ -186,58 +142,6 @@ func (o ops) UnreadFloor(ctx context.Context, roomNID int64, userID string, afte
 		(SELECT MAX(stream_pos) FROM receipts_latest WHERE room_nid = $1 AND user_id = $2)`,
 		roomNID, userID, upTo).Scan(&unthreaded, &own, &version)
 	return max(afterPos, unthreaded.Int64, own.Int64), version.Int64, err
-}
-
-// CountUnread counts the notifying events in (after, upTo], applying the
-// user's per-thread and main-timeline receipts event by event.
-func (o ops) CountUnread(ctx context.Context, roomNID int64, userID string, after, upTo int64, ignored map[string]bool) (Unread, error) {
-	out := Unread{Threads: map[string]UnreadCount{}}
-	if after >= upTo {
-		return out, nil
-	}
-	ignoredList := make([]string, 0, len(ignored))
-	for u := range ignored {
-		ignoredList = append(ignoredList, u)
-	}
-	rows, err := o.q.query(ctx, `SELECT CASE WHEN e.rel_type = 'm.thread' THEN e.relates_to ELSE '' END, COUNT(*)
-		FROM rooms_events e
-		WHERE e.room_nid = $1 AND e.stream_pos > $2 AND e.stream_pos <= $3
-		AND e.state_key IS NULL AND e.type IN `+notifyingTypes+`
-		AND e.sender <> $4 AND e.sender NOT IN `+o.inList("$5", "text")+`
-		AND e.redacted_by IS NULL AND COALESCE(e.rel_type, '') <> 'm.replace'
-		AND e.stream_pos > COALESCE((SELECT MAX(r.event_pos) FROM receipts_latest r
-			WHERE r.room_nid = $1 AND r.user_id = $4 AND r.receipt_type IN ('m.read', 'm.read.private')
-			AND r.thread_id = CASE WHEN e.rel_type = 'm.thread' THEN e.relates_to ELSE 'main' END), 0)
-		AND COALESCE(`+o.contentField("e.json", "msgtype")+`, '') <> 'm.notice'
-		GROUP BY CASE WHEN e.rel_type = 'm.thread' THEN e.relates_to ELSE '' END`,
-		roomNID, after, upTo, userID, jsonList(ignoredList))
-	if err != nil {
-		return out, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var thread string
-		var n int
-		if err := rows.Scan(&thread, &n); err != nil {
-			return out, err
-		}
-		out.Total.Notifications += n
-		if thread == "" {
-			out.Main.Notifications += n
-		} else {
-			out.Threads[thread] = UnreadCount{Notifications: n}
-		}
-	}
-	return out, rows.Err()
-}
-
-// contentField is the SQL expression for a top-level string field of the
-// content of the event JSON in column col.
-func (o ops) contentField(col, field string) string {
-	if o.backend == config.SQLite {
-		return "json_extract(" + col + ", '$.content." + field + "')"
-	}
-	return "(CAST(" + col + " AS jsonb) #>> '{content," + field + "}')"
 }
 
 // localpartOf returns the localpart of a local user ID.
@@ -271,4 +175,41 @@ func (o ops) IgnoredUsers(ctx context.Context, localpart string) (map[string]boo
 		}
 	}
 	return out, nil
+}
+
+// maxUnreadCandidates bounds one count's scan: past this many unread
+// events, clients show "99+" anyway.
+const maxUnreadCandidates = 2000
+
+// UnreadCandidates returns the visible message events of others in
+// (after, upTo], oldest first, that push rules may count as unread, at
+// most maxUnreadCandidates (the newest are kept).
+func (o ops) UnreadCandidates(ctx context.Context, roomNID int64, userID string, after, upTo int64) ([]EventRow, error) {
+	rows, err := scanEvents(o.q.query(ctx, `SELECT `+eventColumns+` FROM rooms_events
+		WHERE room_nid = $1 AND stream_pos > $2 AND stream_pos <= $3 AND state_key IS NULL
+		AND sender <> $4 AND redacted_by IS NULL ORDER BY stream_pos DESC LIMIT $5`,
+		roomNID, after, upTo, userID, maxUnreadCandidates))
+	slices.Reverse(rows)
+	return rows, err
+}
+
+// ThreadReceipts returns the user's read positions in a room by thread:
+// "" for unthreaded receipts, "main", and thread roots.
+func (o ops) ThreadReceipts(ctx context.Context, roomNID int64, userID string) (map[string]int64, error) {
+	rows, err := o.q.query(ctx, `SELECT thread_id, MAX(event_pos) FROM receipts_latest WHERE room_nid = $1 AND user_id = $2
+		AND receipt_type IN ('m.read', 'm.read.private') GROUP BY thread_id`, roomNID, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var t string
+		var p int64
+		if err := rows.Scan(&t, &p); err != nil {
+			return nil, err
+		}
+		out[t] = p
+	}
+	return out, rows.Err()
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"testing"
 
 	"github.com/veche/veche/storage"
@@ -169,128 +170,55 @@ func TestReceiptsSince(t *testing.T) {
 	}
 }
 
-func TestLatestReadPosition(t *testing.T) {
-	t.Parallel()
-	db := open(t)
-	ctx := t.Context()
-	room := createRoom(t, db, "!a:x")
-	pos := func() int64 {
-		t.Helper()
-		p, err := db.LatestReadPosition(ctx, room, "@alice:x")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	if pos() != 0 {
-		t.Fatal("no receipts, yet a read position")
-	}
-	put := func(typ, thread string, eventPos int64) {
-		putReceipt(t, db, storage.Receipt{RoomNID: room, UserID: "@alice:x", Type: typ, ThreadID: thread, EventID: "$x", EventPos: eventPos, StreamPos: eventPos})
-	}
-	put("m.read", "", 5)
-	put("m.read", "$root", 9) // a thread says nothing about the main timeline
-	if pos() != 5 {
-		t.Fatalf("read position = %d, want 5", pos())
-	}
-	put("m.read.private", "", 7) // the receipt more ahead wins
-	if pos() != 7 {
-		t.Fatalf("read position = %d, want 7", pos())
-	}
-	put("m.read", "main", 8)
-	if pos() != 8 {
-		t.Fatalf("read position = %d, want 8", pos())
-	}
-	putReceipt(t, db, storage.Receipt{RoomNID: room, UserID: "@bob:x", Type: "m.read", EventID: "$y", EventPos: 20, StreamPos: 20})
-	if pos() != 8 {
-		t.Fatal("bob's receipt moved alice's position")
-	}
-}
-
-func TestUnreadCounts(t *testing.T) {
+func TestUnreadBuildingBlocks(t *testing.T) {
 	t.Parallel()
 	db := open(t)
 	ctx := t.Context()
 	createUser(t, db, "alice")
 	room := createRoom(t, db, "!a:x")
-	const alice, bob, carol = "@alice:x", "@bob:x", "@carol:x"
+	const alice, bob = "@alice:x", "@bob:x"
 	self := alice
 	msg := `{"msgtype":"m.text","body":"hi"}`
 	ids := insertEvents(t, db, room, 1, []testEvent{
-		{typ: "m.room.member", sender: alice, stateKey: &self, content: `{"membership":"join"}`},     // 1
-		{typ: "m.room.message", sender: bob, content: msg},                                           // 2 counts
-		{typ: "m.room.message", sender: bob, content: `{"msgtype":"m.notice","body":"bot"}`},         // 3 notice
-		{typ: "m.room.encrypted", sender: bob},                                                       // 4 counts
-		{typ: "m.room.name", sender: bob, stateKey: new(string), content: `{"name":"n"}`},            // 5 state
-		{typ: "m.reaction", sender: bob},                                                             // 6 not notifying
-		{typ: "m.room.message", sender: bob, content: msg, relType: "m.replace", relatesTo: "$e1_2"}, // 7 edit
-		{typ: "m.room.message", sender: bob, content: msg},                                           // 8 redacted below
-		{typ: "m.room.message", sender: carol, content: msg},                                         // 9 counts until ignored
-		{typ: "m.room.message", sender: bob, content: msg, relType: "m.thread", relatesTo: "$e1_2"},  // 10 thread of 2
-		{typ: "m.room.message", sender: bob, content: msg, relType: "m.thread", relatesTo: "$e1_2"},  // 11 thread of 2
-		{typ: "m.sticker", sender: bob},                                                              // 12 counts
-		{typ: "m.room.message", sender: alice, content: msg},                                         // 13 own
+		{typ: "m.room.member", sender: alice, stateKey: &self, content: `{"membership":"join"}`},    // 1
+		{typ: "m.room.message", sender: bob, content: msg},                                          // 2
+		{typ: "m.room.name", sender: bob, stateKey: new(string), content: `{"name":"n"}`},           // 3 state
+		{typ: "m.room.message", sender: bob, content: msg},                                          // 4 redacted below
+		{typ: "m.room.message", sender: alice, content: msg},                                        // 5 own
+		{typ: "m.room.message", sender: bob, content: msg, relType: "m.thread", relatesTo: "$e1_2"}, // 6
 	})
-	if err := db.SetRedactedBy(ctx, ids[7], "$redaction"); err != nil {
+	if err := db.SetRedactedBy(ctx, ids[3], "$redaction"); err != nil {
 		t.Fatal(err)
 	}
-	root := ids[1]
-	counts := func(after, upTo int64) storage.Unread {
-		t.Helper()
-		u, err := db.UnreadCounts(ctx, room, alice, after, upTo)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return u
-	}
-	check := func(name string, u storage.Unread, total, main int, threads map[string]int) {
-		t.Helper()
-		got := map[string]int{}
-		for k, v := range u.Threads {
-			got[k] = v.Notifications
-		}
-		if u.Total.Notifications != total || u.Main.Notifications != main || !maps.Equal(got, threads) {
-			t.Fatalf("%s: total %d main %d threads %v; want %d, %d, %v", name, u.Total.Notifications, u.Main.Notifications, got, total, main, threads)
-		}
-		if u.Total.Highlights != 0 || u.Main.Highlights != 0 {
-			t.Fatalf("%s: highlights without push rules", name)
-		}
-	}
-	// Up to 12, before alice's own message: 2, 4, 9, 12 in the main
-	// timeline and 10, 11 in the thread.
-	check("all", counts(0, 12), 6, 4, map[string]int{root: 2})
-	check("range", counts(3, 9), 2, 2, map[string]int{})
-	// Her own message reads everything before it.
-	check("after own message", counts(0, 13), 0, 0, map[string]int{})
-	// Her join (a state event, like a profile change) reads nothing.
-	check("own state event", counts(0, 2), 1, 1, map[string]int{})
-
-	// An unthreaded receipt clears every thread up to its event.
-	putReceipt(t, db, storage.Receipt{RoomNID: room, UserID: alice, Type: "m.read", EventID: ids[9], EventPos: 10, StreamPos: 100})
-	check("unthreaded receipt", counts(0, 12), 2, 1, map[string]int{root: 1})
-	// A thread receipt clears only its thread; a main one only the main
-	// timeline, the private one like the public one.
-	putReceipt(t, db, storage.Receipt{RoomNID: room, UserID: alice, Type: "m.read.private", ThreadID: root, EventID: ids[10], EventPos: 11, StreamPos: 101})
-	check("thread receipt", counts(0, 12), 1, 1, map[string]int{})
-	putReceipt(t, db, storage.Receipt{RoomNID: room, UserID: alice, Type: "m.read", ThreadID: "main", EventID: ids[11], EventPos: 12, StreamPos: 102})
-	check("main receipt", counts(0, 12), 0, 0, map[string]int{})
-
-	// Ignored users do not notify.
-	room2 := createRoom(t, db, "!b:x")
-	insertEvents(t, db, room2, 100, []testEvent{
-		{typ: "m.room.message", sender: carol, content: msg},
-		{typ: "m.room.message", sender: bob, content: msg},
-	})
-	u, err := db.UnreadCounts(ctx, room2, alice, 0, 200)
-	if err != nil || u.Total.Notifications != 2 {
-		t.Fatalf("before ignoring: %+v, %v", u, err)
-	}
-	if err := db.PutAccountData(ctx, "alice", "", "m.ignored_user_list", json.RawMessage(`{"ignored_users":{"@carol:x":{}}}`), 1); err != nil {
+	// Candidates: others' non-state, unredacted events, oldest first.
+	rows, err := db.UnreadCandidates(ctx, room, alice, 0, 10)
+	if err != nil {
 		t.Fatal(err)
 	}
-	u, err = db.UnreadCounts(ctx, room2, alice, 0, 200)
-	if err != nil || u.Total.Notifications != 1 {
-		t.Fatalf("after ignoring carol: %+v, %v", u, err)
+	var got []string
+	for _, r := range rows {
+		got = append(got, r.EventID)
+	}
+	if want := []string{ids[1], ids[5]}; !slices.Equal(got, want) {
+		t.Fatalf("candidates = %v, want %v", got, want)
+	}
+	// The floor: her own message (not her join, a state event).
+	floor, version, err := db.UnreadFloor(ctx, room, alice, 0, 10)
+	if err != nil || floor != 5 || version != 0 {
+		t.Fatalf("floor = %d (receipts %d), %v; want 5", floor, version, err)
+	}
+	if floor, _, _ := db.UnreadFloor(ctx, room, alice, 0, 4); floor != 0 {
+		t.Fatalf("floor before her message = %d, want 0", floor)
+	}
+	// An unthreaded receipt past it moves the floor and the version.
+	putReceipt(t, db, storage.Receipt{RoomNID: room, UserID: alice, Type: "m.read", EventID: ids[5], EventPos: 6, StreamPos: 100})
+	if floor, version, _ := db.UnreadFloor(ctx, room, alice, 0, 10); floor != 6 || version != 100 {
+		t.Fatalf("floor after receipt = %d (receipts %d), want 6 (100)", floor, version)
+	}
+	putReceipt(t, db, storage.Receipt{RoomNID: room, UserID: alice, Type: "m.read.private", ThreadID: ids[1], EventID: ids[5], EventPos: 6, StreamPos: 101})
+	byThread, err := db.ThreadReceipts(ctx, room, alice)
+	if err != nil || byThread[""] != 6 || byThread[ids[1]] != 6 || len(byThread) != 2 {
+		t.Fatalf("thread receipts = %v, %v", byThread, err)
 	}
 }
 

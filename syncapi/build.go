@@ -3,6 +3,7 @@ package syncapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"sort"
 
@@ -74,6 +75,11 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 		}
 	}
 
+	stored, err := s.db.AccountDataEntry(ctx, req.user.Localpart(), "", pushrules.AccountDataType)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	req.pushRules = &unreadInput{userID: userID, ignored: req.ignored, rules: pushrules.ForUser(stored, userID, ""), rulesRaw: string(stored)}
 	if req.initial && !sawPushRules && matchEventFilter(req.filter.AccountData, pushrules.AccountDataType, "") {
 		// A user who never changed a rule still has the defaults.
 		content, err := json.Marshal(pushrules.ForUser(nil, userID, ""))
@@ -203,7 +209,7 @@ func (s *Sync) joinedRoom(ctx context.Context, req *request, room storage.Room, 
 		return nil, nil
 	}
 	jr := &joinedRoom{Timeline: *tl, Ephemeral: eventList{Events: ephemeral}, AccountData: eventList{Events: accountData}}
-	unread, err := s.unread.counts(ctx, s.db, room.NID, req.user.UserID.String(), memberEv.StreamPos, pos, req.ignored)
+	unread, err := s.unread.counts(ctx, s, room, req.unreadInput(), memberEv.StreamPos, pos)
 	if err != nil {
 		return nil, err
 	}

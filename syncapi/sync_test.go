@@ -499,3 +499,46 @@ func TestPushRulesInSync(t *testing.T) {
 		t.Fatalf("default override rules = %v", override)
 	}
 }
+
+func TestUnreadCountsFollowPushRules(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t)
+	alice := register(t, s, "alice")
+	bob := register(t, s, "bob")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	since := syncRaw(t, bob, nil)["next_batch"].(string)
+	send := func(content map[string]any) {
+		if _, err := alice.SendMessageEvent(ctx, room.RoomID, event.EventMessage, content); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(map[string]any{"msgtype": "m.text", "body": "plain"})
+	send(map[string]any{"msgtype": "m.notice", "body": "a bot notice"})
+	send(map[string]any{"msgtype": "m.text", "body": "hey bob", "m.mentions": map[string]any{"user_ids": []string{string(bob.UserID)}}})
+	counts := func(since string) map[string]any {
+		resp := syncRaw(t, bob, map[string]string{"since": since})
+		return joined(t, resp, room.RoomID)["unread_notifications"].(map[string]any)
+	}
+	c := counts(since)
+	// The notice does not notify (.m.rule.suppress_notices); the mention
+	// notifies and highlights (.m.rule.is_user_mention).
+	if c["notification_count"] != float64(2) || c["highlight_count"] != float64(1) {
+		t.Fatalf("counts = %v, want 2 notifications, 1 highlight", c)
+	}
+	// Counts follow the rules as they are now: with the mention rule off,
+	// mentions are plain messages (.m.rule.message).
+	if err := bob.SetPushRuleEnabled(ctx, "global", "override", ".m.rule.is_user_mention", false); err != nil {
+		t.Fatal(err)
+	}
+	send(map[string]any{"msgtype": "m.text", "body": "bob again", "m.mentions": map[string]any{"user_ids": []string{string(bob.UserID)}}})
+	c = counts(since)
+	if c["notification_count"] != float64(3) || c["highlight_count"] != float64(0) {
+		t.Fatalf("counts after disabling mentions = %v, want 3 notifications, no highlight", c)
+	}
+}

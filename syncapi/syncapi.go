@@ -44,8 +44,11 @@ type Sync struct {
 	typing *typing.Tracker
 	format *clientevent.Formatter
 	unread unreadCache
-	log    logrus.FieldLogger
-	now    func() time.Time
+	// pushCtx caches what push rule conditions read of a room's state.
+	pushCtxMu sync.Mutex
+	pushCtx   map[pushContextKey]pushContextData
+	log       logrus.FieldLogger
+	now       func() time.Time
 	// closing ends long-polls at shutdown, so that they do not hold up the
 	// graceful drain of in-flight requests.
 	closing   chan struct{}
@@ -86,7 +89,11 @@ type request struct {
 	fullState   bool
 	filter      *filter.Filter
 	ignored     map[string]bool
+	// pushRules is what unread counting needs, loaded once per response.
+	pushRules *unreadInput
 }
+
+func (r *request) unreadInput() *unreadInput { return r.pushRules }
 
 // Handle is GET /sync; mount it behind the client API's token check.
 func (s *Sync) Handle(r *http.Request) (any, error) {
