@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 
 	"golang.org/x/crypto/argon2"
@@ -21,10 +22,23 @@ var errBadHash = errors.New("accounts: unrecognised password hash")
 // bcrypt hashes, so that accounts imported from Synapse keep working.
 type Hasher struct {
 	params config.Argon2
+	// slots bounds concurrent argon2 computations: each holds memory_kib of
+	// RAM, and running more than there are cores gains no throughput, so a
+	// burst of logins queues instead of multiplying the server's memory.
+	slots chan struct{}
 }
 
 // NewHasher returns a hasher using the configured argon2id cost.
-func NewHasher(p config.Argon2) *Hasher { return &Hasher{params: p} }
+func NewHasher(p config.Argon2) *Hasher {
+	return &Hasher{params: p, slots: make(chan struct{}, runtime.GOMAXPROCS(0))}
+}
+
+// idKey is argon2.IDKey within a slot.
+func (h *Hasher) idKey(password, salt []byte, time, memory uint32, threads uint8, keyLen uint32) []byte {
+	h.slots <- struct{}{}
+	defer func() { <-h.slots }()
+	return argon2.IDKey(password, salt, time, memory, threads, keyLen)
+}
 
 // Hash returns a PHC-format argon2id hash of password.
 func (h *Hasher) Hash(password string) (string, error) {
@@ -33,7 +47,7 @@ func (h *Hasher) Hash(password string) (string, error) {
 		return "", err
 	}
 	p := h.params
-	key := argon2.IDKey([]byte(password), salt, p.Iterations, p.MemoryKiB, p.Parallelism, 32)
+	key := h.idKey([]byte(password), salt, p.Iterations, p.MemoryKiB, p.Parallelism, 32)
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, p.MemoryKiB, p.Iterations, p.Parallelism,
 		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
 }
@@ -42,7 +56,7 @@ func (h *Hasher) Hash(password string) (string, error) {
 func (h *Hasher) Verify(hash, password string) (bool, error) {
 	switch {
 	case strings.HasPrefix(hash, "$argon2id$"):
-		return verifyArgon2id(hash, password)
+		return h.verifyArgon2id(hash, password)
 	case strings.HasPrefix(hash, "$2a$"), strings.HasPrefix(hash, "$2b$"), strings.HasPrefix(hash, "$2y$"):
 		err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(password))
 		if errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) || errors.Is(err, bcrypt.ErrPasswordTooLong) {
@@ -58,10 +72,10 @@ func (h *Hasher) Verify(hash, password string) (bool, error) {
 // exist so that timing does not reveal which accounts do.
 func (h *Hasher) Burn(password string) {
 	p := h.params
-	argon2.IDKey([]byte(password), make([]byte, 16), p.Iterations, p.MemoryKiB, p.Parallelism, 32)
+	h.idKey([]byte(password), make([]byte, 16), p.Iterations, p.MemoryKiB, p.Parallelism, 32)
 }
 
-func verifyArgon2id(hash, password string) (bool, error) {
+func (h *Hasher) verifyArgon2id(hash, password string) (bool, error) {
 	parts := strings.Split(hash, "$")
 	// "", "argon2id", "v=19", "m=…,t=…,p=…", salt, key
 	if len(parts) != 6 {
@@ -84,6 +98,6 @@ func verifyArgon2id(hash, password string) (bool, error) {
 	if err != nil || len(want) == 0 {
 		return false, errBadHash
 	}
-	got := argon2.IDKey([]byte(password), salt, iters, mem, par, uint32(len(want)))
+	got := h.idKey([]byte(password), salt, iters, mem, par, uint32(len(want)))
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
 }
