@@ -292,6 +292,41 @@ func (a *API) joinedRooms(r *http.Request) (any, error) {
 	return map[string]any{"joined_rooms": ids}, nil
 }
 
+// roomStateForRequester resolves {roomId} and the snapshot of its state
+// the requester may see (see readableState), or refuses.
+func (a *API) roomStateForRequester(r *http.Request) (storage.Room, int64, error) {
+	room, err := a.room(r)
+	if err != nil {
+		return room, 0, err
+	}
+	snap, ok, err := a.readableState(r, room)
+	if err != nil {
+		return room, 0, err
+	}
+	if !ok {
+		return room, 0, mxerr.Forbidden("You are not allowed to see this room's state")
+	}
+	return room, snap, nil
+}
+
+// readableRoom resolves {roomId} for reading its history: the requester
+// must be able to read some of it (FilterVisible decides event by event).
+func (a *API) readableRoom(r *http.Request) (storage.Room, string, error) {
+	room, err := a.room(r)
+	if err != nil {
+		return room, "", err
+	}
+	me := requester(r).UserID.String()
+	ok, err := a.rs.CanRead(r.Context(), room, me)
+	if err != nil {
+		return room, me, err
+	}
+	if !ok {
+		return room, me, mxerr.Forbidden("You are not allowed to read this room")
+	}
+	return room, me, nil
+}
+
 // readableState returns the snapshot whose state the requester may see:
 // the current state for members and world-readable rooms, the state when
 // they left for former members. ok is false when they may see none.
@@ -321,16 +356,9 @@ func (a *API) readableState(r *http.Request, room storage.Room) (snapshot int64,
 
 // members is GET /rooms/{roomId}/members.
 func (a *API) members(r *http.Request) (any, error) {
-	room, err := a.room(r)
+	room, snap, err := a.roomStateForRequester(r)
 	if err != nil {
 		return nil, err
-	}
-	snap, ok, err := a.readableState(r, room)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, mxerr.Forbidden("You are not a member of this room")
 	}
 	if at := r.URL.Query().Get("at"); at != "" {
 		if snap, err = a.snapshotAtToken(r, room, at, snap); err != nil {

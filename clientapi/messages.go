@@ -94,26 +94,13 @@ func (a *API) messages(r *http.Request) (any, error) {
 		}
 		limit = min(n, maxMessagesLimit)
 	}
-	var f filter.RoomEventFilter
-	if fs := q.Get("filter"); fs != "" {
-		if err := json.Unmarshal([]byte(fs), &f); err != nil {
-			return nil, mxerr.BadJSON("Invalid filter")
-		}
-		if f.Limit != nil && *f.Limit > 0 {
-			limit = min(limit, *f.Limit)
-		}
-	}
-	room, err := a.room(r)
+	f, limit, err := roomEventFilterParam(q.Get("filter"), limit)
 	if err != nil {
 		return nil, err
 	}
-	me := requester(r).UserID.String()
-	ok, err := a.rs.CanRead(r.Context(), room, me)
+	room, me, err := a.readableRoom(r)
 	if err != nil {
 		return nil, err
-	}
-	if !ok {
-		return nil, mxerr.Forbidden("You are not allowed to read this room")
 	}
 
 	from := storage.TopoPoint{Depth: 1 << 62, Stream: 1 << 62} // the end of the room
@@ -175,7 +162,7 @@ func (a *API) messages(r *http.Request) (any, error) {
 			} else {
 				cursor = storage.TopoPoint{Depth: p.Depth, Stream: p.Stream + 1}
 			}
-			if visible[e.EventID()] && matchRoomEvent(&f, e) && !(ignored[string(e.SenderID())] && !e.IsState()) {
+			if visible[e.EventID()] && f.Match(e.Type(), string(e.SenderID()), e.Content()) && !(ignored[string(e.SenderID())] && !e.IsState()) {
 				chunk = append(chunk, e)
 				if len(chunk) == limit {
 					break
@@ -204,6 +191,22 @@ func (a *API) messages(r *http.Request) (any, error) {
 	return resp, nil
 }
 
+// roomEventFilterParam reads the filter query parameter of /messages and
+// /context; its limit can only lower the request's.
+func roomEventFilterParam(param string, limit int) (filter.RoomEventFilter, int, error) {
+	var f filter.RoomEventFilter
+	if param == "" {
+		return f, limit, nil
+	}
+	if err := json.Unmarshal([]byte(param), &f); err != nil {
+		return f, limit, mxerr.BadJSON("Invalid filter")
+	}
+	if f.Limit != nil && *f.Limit > 0 {
+		limit = min(limit, *f.Limit)
+	}
+	return f, limit, nil
+}
+
 // topoLess reports a < b in topological order.
 func topoLess(a, b storage.TopoPoint) bool {
 	return a.Depth < b.Depth || (a.Depth == b.Depth && a.Stream < b.Stream)
@@ -229,53 +232,4 @@ func (a *API) lazyMembers(r *http.Request, room storage.Room, events []*roomserv
 		}
 	}
 	return a.format.Format(r.Context(), room, members, a.formatOptions(r, false))
-}
-
-// matchRoomEvent applies a RoomEventFilter's type, sender and URL rules.
-func matchRoomEvent(f *filter.RoomEventFilter, e *roomserver.Event) bool {
-	if f == nil {
-		return true
-	}
-	if len(f.Types) > 0 && !matchAnyType(f.Types, e.Type()) {
-		return false
-	}
-	if matchAnyType(f.NotTypes, e.Type()) {
-		return false
-	}
-	sender := string(e.SenderID())
-	if len(f.Senders) > 0 && !contains(f.Senders, sender) {
-		return false
-	}
-	if contains(f.NotSenders, sender) {
-		return false
-	}
-	if f.ContainsURL != nil {
-		var c struct {
-			URL *string `json:"url"`
-		}
-		_ = json.Unmarshal(e.Content(), &c)
-		if (c.URL != nil) != *f.ContainsURL {
-			return false
-		}
-	}
-	return true
-}
-
-// matchAnyType matches event types with the filter's '*' wildcards.
-func matchAnyType(patterns []string, typ string) bool {
-	for _, p := range patterns {
-		if p == typ || p == "*" || (strings.HasSuffix(p, "*") && strings.HasPrefix(typ, strings.TrimSuffix(p, "*"))) {
-			return true
-		}
-	}
-	return false
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -1,7 +1,6 @@
 package clientapi
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -11,7 +10,6 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
-	"github.com/veche/veche/internal/filter"
 	"github.com/veche/veche/internal/httpapi"
 	"github.com/veche/veche/internal/mxerr"
 	"github.com/veche/veche/roomserver"
@@ -394,32 +392,19 @@ func (a *API) eventContext(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var f filter.RoomEventFilter
-	if fs := q.Get("filter"); fs != "" {
-		if err := json.Unmarshal([]byte(fs), &f); err != nil {
-			return nil, mxerr.BadJSON("Invalid filter")
-		}
-		if f.Limit != nil && *f.Limit > 0 {
-			limit = min(limit, *f.Limit)
-		}
-	}
-	room, err := a.room(r)
+	f, limit, err := roomEventFilterParam(q.Get("filter"), limit)
 	if err != nil {
 		return nil, err
 	}
-	me := requester(r).UserID.String()
-	ok, err := a.rs.CanRead(r.Context(), room, me)
+	room, me, err := a.readableRoom(r)
 	if err != nil {
 		return nil, err
-	}
-	if !ok {
-		return nil, mxerr.Forbidden("You are not allowed to read this room")
 	}
 	ev, err := a.visibleEvent(r, room, me, r.PathValue("eventId"))
 	if err != nil {
 		return nil, err
 	}
-	keep := func(e *roomserver.Event) bool { return matchRoomEvent(&f, e) }
+	keep := func(e *roomserver.Event) bool { return f.Match(e.Type(), string(e.SenderID()), e.Content()) }
 	fetch := func(backwards bool) func(storage.TopoPoint, int) ([]storage.EventRow, error) {
 		return func(p storage.TopoPoint, n int) ([]storage.EventRow, error) {
 			return a.db.RoomEventsTopological(r.Context(), room.NID, p, backwards, n)
@@ -456,7 +441,7 @@ func (a *API) eventContext(r *http.Request) (any, error) {
 	}
 	kept := state[:0]
 	for _, e := range state {
-		if matchRoomEvent(&f, e) {
+		if f.Match(e.Type(), string(e.SenderID()), e.Content()) {
 			kept = append(kept, e)
 		}
 	}
@@ -521,17 +506,9 @@ func (a *API) timestampToEvent(r *http.Request) (any, error) {
 	default:
 		return nil, mxerr.InvalidParam("dir must be f or b")
 	}
-	room, err := a.room(r)
+	room, me, err := a.readableRoom(r)
 	if err != nil {
 		return nil, err
-	}
-	me := requester(r).UserID.String()
-	ok, err := a.rs.CanRead(r.Context(), room, me)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, mxerr.Forbidden("You are not allowed to read this room")
 	}
 	cursor := storage.TimePoint{TS: ts, Stream: math.MinInt64}
 	if !forward {

@@ -137,16 +137,9 @@ func jsonEqual(a, b []byte) bool {
 
 // getStateEvent is GET /rooms/{roomId}/state/{eventType}/{stateKey}.
 func (a *API) getStateEvent(r *http.Request) (any, error) {
-	room, err := a.room(r)
+	room, snap, err := a.roomStateForRequester(r)
 	if err != nil {
 		return nil, err
-	}
-	snap, ok, err := a.readableState(r, room)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, mxerr.Forbidden("You are not allowed to see this room's state")
 	}
 	ev, err := a.rs.StateEventAt(r.Context(), room, snap, r.PathValue("eventType"), r.PathValue("stateKey"))
 	if err != nil {
@@ -167,16 +160,9 @@ func (a *API) getStateEvent(r *http.Request) (any, error) {
 
 // getState is GET /rooms/{roomId}/state.
 func (a *API) getState(r *http.Request) (any, error) {
-	room, err := a.room(r)
+	room, snap, err := a.roomStateForRequester(r)
 	if err != nil {
 		return nil, err
-	}
-	snap, ok, err := a.readableState(r, room)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, mxerr.Forbidden("You are not allowed to see this room's state")
 	}
 	state, err := a.rs.StateAt(r.Context(), room, snap)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"slices"
 
 	"github.com/veche/veche/config"
 )
@@ -412,7 +413,7 @@ func (o ops) RoomsOfUser(ctx context.Context, userID string, memberships ...stri
 			return nil, err
 		}
 		r.Room.NID, r.Room.RoomID = r.RoomNID, r.RoomID
-		if len(memberships) == 0 || containsString(memberships, r.Membership) {
+		if len(memberships) == 0 || slices.Contains(memberships, r.Membership) {
 			out = append(out, r)
 		}
 	}
@@ -508,15 +509,6 @@ func scanInt64s(rows *sql.Rows) ([]int64, error) {
 		out = append(out, v)
 	}
 	return out, rows.Err()
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // TopoPoint is a point between events in a room's topological order

@@ -61,7 +61,7 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 			}
 		}
 		if d.RoomID == "" {
-			if matchEventFilter(req.filter.AccountData, d.Type, "") {
+			if req.filter.AccountData.Match(d.Type, "") {
 				resp.AccountData.Events = append(resp.AccountData.Events, ev)
 			}
 			continue
@@ -70,7 +70,7 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 		if req.filter.Room != nil {
 			rf = req.filter.Room.AccountData
 		}
-		if rf == nil || matchEventFilter(&rf.EventFilter, d.Type, "") {
+		if rf == nil || rf.EventFilter.Match(d.Type, "") {
 			roomData[d.RoomID] = append(roomData[d.RoomID], ev)
 		}
 	}
@@ -80,7 +80,7 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 		return nil, err
 	}
 	req.pushRules = &unreadInput{userID: userID, ignored: req.ignored, rules: pushrules.ForUser(stored, userID, ""), rulesRaw: string(stored)}
-	if req.initial && !sawPushRules && matchEventFilter(req.filter.AccountData, pushrules.AccountDataType, "") {
+	if req.initial && !sawPushRules && req.filter.AccountData.Match(pushrules.AccountDataType, "") {
 		// A user who never changed a rule still has the defaults.
 		content, err := json.Marshal(pushrules.ForUser(nil, userID, ""))
 		if err != nil {
@@ -294,7 +294,7 @@ scan:
 			return nil, nil, err
 		}
 		for _, e := range visible {
-			if !matchRoomEventFilter(tf, e) || (req.ignored[string(e.SenderID())] && !e.IsState()) {
+			if !tf.Match(e.Type(), string(e.SenderID()), e.Content()) || (req.ignored[string(e.SenderID())] && !e.IsState()) {
 				continue
 			}
 			if len(picked) == limit {
@@ -372,7 +372,7 @@ func (s *Sync) filterState(req *request, state []*roomserver.Event, tl *timeline
 	}
 	out := state[:0:0]
 	for _, e := range state {
-		if inTimeline[e.EventID()] || !matchRoomEventFilter(sf, e) {
+		if inTimeline[e.EventID()] || !sf.Match(e.Type(), string(e.SenderID()), e.Content()) {
 			continue
 		}
 		if lazy && e.Type() == spec.MRoomMember && !senders[*e.StateKey()] {
@@ -500,60 +500,6 @@ func roomAllowed(f *filter.RoomFilter, roomID string) bool {
 	return !slices.Contains(f.NotRooms, roomID)
 }
 
-// matchEventFilter applies types/senders of an EventFilter.
-func matchEventFilter(f *filter.EventFilter, typ, sender string) bool {
-	if f == nil {
-		return true
-	}
-	if len(f.Types) > 0 && !matchType(f.Types, typ) {
-		return false
-	}
-	if matchType(f.NotTypes, typ) {
-		return false
-	}
-	if sender != "" {
-		if len(f.Senders) > 0 && !slices.Contains(f.Senders, sender) {
-			return false
-		}
-		if slices.Contains(f.NotSenders, sender) {
-			return false
-		}
-	}
-	return true
-}
-
-func matchRoomEventFilter(f *filter.RoomEventFilter, e *roomserver.Event) bool {
-	if f == nil {
-		return true
-	}
-	if !matchEventFilter(&f.EventFilter, e.Type(), string(e.SenderID())) {
-		return false
-	}
-	if f.ContainsURL != nil {
-		var c struct {
-			URL *string `json:"url"`
-		}
-		_ = json.Unmarshal(e.Content(), &c)
-		if (c.URL != nil) != *f.ContainsURL {
-			return false
-		}
-	}
-	return true
-}
-
-// matchType matches event types against patterns with '*' wildcards.
-func matchType(patterns []string, typ string) bool {
-	for _, p := range patterns {
-		if p == "*" || p == typ {
-			return true
-		}
-		if n := len(p); n > 0 && p[n-1] == '*' && len(typ) >= n-1 && typ[:n-1] == p[:n-1] {
-			return true
-		}
-	}
-	return false
-}
-
 func itoa(v int64) string {
 	b, _ := json.Marshal(v)
 	return string(b)
@@ -627,7 +573,7 @@ func (s *Sync) ephemeral(req *request, room storage.Room, fresh bool, receipts [
 	}
 	kept := []any{}
 	for _, e := range events {
-		if matchEventFilter(&f.EventFilter, e.(map[string]any)["type"].(string), "") {
+		if f.EventFilter.Match(e.(map[string]any)["type"].(string), "") {
 			kept = append(kept, e)
 		}
 	}

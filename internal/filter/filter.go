@@ -5,6 +5,7 @@ package filter
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -122,4 +123,63 @@ func validateRooms(path string, lists ...[]string) error {
 		}
 	}
 	return nil
+}
+
+// Match reports whether an event of type typ from sender passes the
+// filter's types and senders; an empty sender skips the sender rules (for
+// data with no sender, such as account data). A nil filter passes all.
+func (e *EventFilter) Match(typ, sender string) bool {
+	if e == nil {
+		return true
+	}
+	if len(e.Types) > 0 && !matchType(e.Types, typ) {
+		return false
+	}
+	if matchType(e.NotTypes, typ) {
+		return false
+	}
+	if sender != "" {
+		if len(e.Senders) > 0 && !slices.Contains(e.Senders, sender) {
+			return false
+		}
+		if slices.Contains(e.NotSenders, sender) {
+			return false
+		}
+	}
+	return true
+}
+
+// Match applies a RoomEventFilter's types, senders and contains_url to an
+// event given by type, sender and content.
+func (r *RoomEventFilter) Match(typ, sender string, content []byte) bool {
+	if r == nil {
+		return true
+	}
+	if !r.EventFilter.Match(typ, sender) {
+		return false
+	}
+	if r.ContainsURL != nil {
+		var c struct {
+			URL *string `json:"url"`
+		}
+		_ = json.Unmarshal(content, &c)
+		if (c.URL != nil) != *r.ContainsURL {
+			return false
+		}
+	}
+	return true
+}
+
+// matchType matches event types against patterns, where '*' matches any
+// run of characters at the end of a pattern (spec: filter wildcards).
+func matchType(patterns []string, typ string) bool {
+	for _, p := range patterns {
+		if p == "*" || p == typ {
+			return true
+		}
+		if prefix, ok := strings.CutSuffix(p, "*"); ok && strings.HasPrefix(typ, prefix) {
+			return true
+		}
+	}
+	return false
 }
