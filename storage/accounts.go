@@ -48,15 +48,7 @@ func (o ops) CreateUser(ctx context.Context, u User) error {
 	res, err := o.q.exec(ctx, `INSERT INTO accounts_users (localpart, password_hash, created_ts, is_admin, is_guest, user_type)
 		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (localpart) DO NOTHING`,
 		u.Localpart, nullString(u.PasswordHash), u.CreatedTS, u.IsAdmin, u.IsGuest, nullString(u.UserType))
-	if err != nil {
-		return err
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return err
-	} else if n == 0 {
-		return ErrConflict
-	}
-	return nil
+	return insertedOne(res, err)
 }
 
 // User returns the account with the given localpart, or ErrNotFound.
@@ -337,6 +329,20 @@ func (o ops) RevokeSuccessors(ctx context.Context, hash []byte) error {
 	}
 	_, err := o.q.exec(ctx, `DELETE FROM accounts_refresh_tokens WHERE supersedes = $1`, hash)
 	return err
+}
+
+// insertedOne turns an INSERT … ON CONFLICT DO NOTHING result into
+// ErrConflict when the row existed.
+func insertedOne(res sql.Result, err error) error {
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return ErrConflict
+	}
+	return nil
 }
 
 func expectOne(res sql.Result, err error) error {

@@ -15,15 +15,7 @@ type Alias struct {
 func (o ops) PutAlias(ctx context.Context, alias, roomID, creator string, ts int64) error {
 	res, err := o.q.exec(ctx, `INSERT INTO rooms_aliases (alias, room_id, creator, created_ts) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (alias) DO NOTHING`, alias, roomID, creator, ts)
-	if err != nil {
-		return err
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return err
-	} else if n == 0 {
-		return ErrConflict
-	}
-	return nil
+	return insertedOne(res, err)
 }
 
 // AliasByName resolves an alias, or ErrNotFound.

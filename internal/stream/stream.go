@@ -58,19 +58,8 @@ func (s *Stream) Release(first int64, n int, users []string) {
 	for s.current+1 < s.next && !s.inflight[s.current+1] {
 		s.current++
 	}
-	var wake []*waiter
-	for _, u := range users {
-		for w := range s.waiters[u] {
-			wake = append(wake, w)
-		}
-	}
 	s.mu.Unlock()
-	for _, w := range wake {
-		select {
-		case w.ch <- struct{}{}:
-		default:
-		}
-	}
+	s.Wake(users)
 }
 
 // Current is the highest position readers may read up to.
