@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"sort"
+	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -112,6 +113,9 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 			return nil, err
 		}
 	}
+	var work errgroup
+	work.limit = make(chan struct{}, roomWorkers)
+	var joinedMu sync.Mutex
 	for _, m := range memberships {
 		if !roomAllowed(req.filter.Room, m.RoomID) {
 			continue
@@ -132,13 +136,18 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 		changed := !req.initial && memberEv.StreamPos > req.since
 		switch m.Membership {
 		case spec.Join:
-			jr, err := s.joinedRoom(ctx, req, room, memberEv, pos, roomData[room.RoomID], receipts[room.NID])
-			if err != nil {
-				return nil, err
-			}
-			if jr != nil {
+			// Joined rooms are independent of each other: render them in
+			// parallel (reads run side by side on the database).
+			work.Go(func() error {
+				jr, err := s.joinedRoom(ctx, req, room, memberEv, pos, roomData[room.RoomID], receipts[room.NID])
+				if err != nil || jr == nil {
+					return err
+				}
+				joinedMu.Lock()
 				resp.Rooms.Join[room.RoomID] = jr
-			}
+				joinedMu.Unlock()
+				return nil
+			})
 		case spec.Invite:
 			if req.ignored[string(memberEv.SenderID())] {
 				continue // invites from ignored users are never shown (spec)
@@ -169,7 +178,42 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 			}
 		}
 	}
+	if err := work.Wait(); err != nil {
+		return nil, err
+	}
 	return resp, nil
+}
+
+// roomWorkers bounds how many rooms one response renders at once.
+const roomWorkers = 4
+
+// errgroup runs functions concurrently (at most cap(limit) at a time) and
+// reports the first error.
+type errgroup struct {
+	wg    sync.WaitGroup
+	limit chan struct{}
+	mu    sync.Mutex
+	err   error
+}
+
+func (g *errgroup) Go(fn func() error) {
+	g.wg.Add(1)
+	g.limit <- struct{}{}
+	go func() {
+		defer func() { <-g.limit; g.wg.Done() }()
+		if err := fn(); err != nil {
+			g.mu.Lock()
+			if g.err == nil {
+				g.err = err
+			}
+			g.mu.Unlock()
+		}
+	}()
+}
+
+func (g *errgroup) Wait() error {
+	g.wg.Wait()
+	return g.err
 }
 
 func timelineFilter(f *filter.Filter) *filter.RoomEventFilter {
