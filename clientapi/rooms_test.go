@@ -333,3 +333,35 @@ func TestProfileAndDeactivationReachRooms(t *testing.T) {
 		t.Fatalf("deactivated user's membership = %+v, %v", m, err)
 	}
 }
+
+func TestRelationRulesOnSend(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t)
+	alice := registerUser(t, s, "alice")
+	resp, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := string(resp.RoomID)
+	root, _ := alice.SendText(ctx, resp.RoomID, "root")
+	send := func(txn string, content map[string]any) response {
+		return do(t, "PUT", clientURL(s, "/rooms/"+room+"/send/m.reaction/"+txn), alice.AccessToken, content)
+	}
+	react := map[string]any{"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": string(root.EventID), "key": "👍"}}
+	if r := send("r1", react); r.Status != 200 {
+		t.Fatalf("first reaction = %d %s", r.Status, r.Raw)
+	}
+	expectError(t, send("r2", react), 400, "M_DUPLICATE_ANNOTATION")
+	other := map[string]any{"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": string(root.EventID), "key": "🎉"}}
+	if r := send("r3", other); r.Status != 200 {
+		t.Fatalf("another key = %d %s", r.Status, r.Raw)
+	}
+	// A thread may not start from an event in a thread.
+	reply := do(t, "PUT", clientURL(s, "/rooms/"+room+"/send/m.room.message/t1"), alice.AccessToken, map[string]any{
+		"msgtype": "m.text", "body": "in thread", "m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": string(root.EventID)}})
+	if reply.Status != 200 {
+		t.Fatalf("thread reply = %d %s", reply.Status, reply.Raw)
+	}
+	expectError(t, do(t, "PUT", clientURL(s, "/rooms/"+room+"/send/m.room.message/t2"), alice.AccessToken, map[string]any{
+		"msgtype": "m.text", "body": "nested", "m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": reply.Body["event_id"]}}), 400, "M_UNKNOWN")
+}

@@ -56,6 +56,9 @@ func (a *API) sendMessage(r *http.Request) (any, error) {
 	if typ == "m.room.redaction" {
 		return nil, mxerr.InvalidParam("Use the /redact endpoint to redact events")
 	}
+	if err := a.checkRelation(r, room, me.UserID.String(), typ, content); err != nil {
+		return nil, err
+	}
 	ev, err := a.rs.Send(r.Context(), room.RoomID, roomserver.Build{
 		Sender: me.UserID.String(), Type: typ, Content: content,
 		Txn: &roomserver.Txn{Localpart: me.Localpart(), DeviceID: me.DeviceID, TxnID: txnID},
@@ -64,6 +67,53 @@ func (a *API) sendMessage(r *http.Request) (any, error) {
 		return nil, err
 	}
 	return map[string]string{"event_id": ev.EventID()}, nil
+}
+
+// checkRelation applies the server-side rules on relations: a thread may
+// not start at an event that itself relates to another (spec: threading,
+// 400 M_UNKNOWN), and a user may not send the same annotation twice
+// (spec: M_DUPLICATE_ANNOTATION).
+func (a *API) checkRelation(r *http.Request, room storage.Room, sender, typ string, content json.RawMessage) error {
+	var c struct {
+		RelatesTo *struct {
+			EventID string `json:"event_id"`
+			RelType string `json:"rel_type"`
+			Key     string `json:"key"`
+		} `json:"m.relates_to"`
+	}
+	if json.Unmarshal(content, &c) != nil || c.RelatesTo == nil || c.RelatesTo.EventID == "" {
+		return nil
+	}
+	rel := c.RelatesTo
+	switch rel.RelType {
+	case "m.thread":
+		parent, err := a.rs.Event(r.Context(), rel.EventID)
+		if err != nil || parent.RoomNID != room.NID {
+			return nil // unknown parents are the client's business
+		}
+		if parent.RelatesTo != "" {
+			return mxerr.Unknown("Cannot start a thread from an event that relates to another")
+		}
+	case "m.annotation":
+		existing, err := a.db.AnnotationsBy(r.Context(), rel.EventID, sender, typ)
+		if err != nil {
+			return err
+		}
+		for _, e := range existing {
+			var ec struct {
+				RelatesTo struct {
+					Key string `json:"key"`
+				} `json:"m.relates_to"`
+			}
+			var wrapper struct {
+				Content json.RawMessage `json:"content"`
+			}
+			if json.Unmarshal(e.JSON, &wrapper) == nil && json.Unmarshal(wrapper.Content, &ec) == nil && ec.RelatesTo.Key == rel.Key {
+				return &mxerr.Error{Status: 400, ErrCode: "M_DUPLICATE_ANNOTATION", Message: "You already sent this annotation"}
+			}
+		}
+	}
+	return nil
 }
 
 // setState is PUT /rooms/{roomId}/state/{eventType}/{stateKey}.

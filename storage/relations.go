@@ -268,3 +268,11 @@ func (o ops) ParentsWithChildren(ctx context.Context, parentIDs []string) (map[s
 	}
 	return out, err
 }
+
+// AnnotationsBy returns the unredacted annotations (event JSON) a sender
+// made of an event with one event type, for duplicate checks.
+func (o ops) AnnotationsBy(ctx context.Context, target, sender, typ string) ([]EventRow, error) {
+	return scanEvents(o.q.query(ctx, `SELECT `+eventColumns+` FROM rooms_events WHERE relates_to = $1
+		AND rel_type = 'm.annotation' AND sender = $2 AND type = $3 AND redacted_by IS NULL AND stream_pos IS NOT NULL`,
+		target, sender, typ))
+}
