@@ -43,14 +43,7 @@ func BenchmarkPutAccountData(b *testing.B) {
 	client := &http.Client{}
 	b.ResetTimer()
 	for b.Loop() {
-		req, _ := http.NewRequest("PUT", url, strings.NewReader(`{"n":1}`))
-		req.Header.Set("Authorization", "Bearer "+tok)
-		res, err := client.Do(req)
-		if err != nil || res.StatusCode != 200 {
-			b.Fatalf("put: %v %v", res, err)
-		}
-		_, _ = io.Copy(io.Discard, res.Body)
-		res.Body.Close()
+		put(b, client, url, tok, `{"n":1}`)
 	}
 }
 
@@ -66,14 +59,7 @@ func BenchmarkSendMessage(b *testing.B) {
 	for b.Loop() {
 		i++
 		url := s.URL + "/_matrix/client/v3/rooms/" + room + "/send/m.room.message/t" + strconv.Itoa(i)
-		req, _ := http.NewRequest("PUT", url, strings.NewReader(`{"msgtype":"m.text","body":"hello"}`))
-		req.Header.Set("Authorization", "Bearer "+tok)
-		res, err := client.Do(req)
-		if err != nil || res.StatusCode != 200 {
-			b.Fatalf("send: %v %v", res, err)
-		}
-		_, _ = io.Copy(io.Discard, res.Body)
-		res.Body.Close()
+		put(b, client, url, tok, `{"msgtype":"m.text","body":"hello"}`)
 	}
 }
 
@@ -90,14 +76,7 @@ func BenchmarkSendMessageParallel(b *testing.B) {
 		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 		for pb.Next() {
 			url := s.URL + "/_matrix/client/v3/rooms/" + room + "/send/m.room.message/p" + strconv.FormatInt(n.Add(1), 10)
-			req, _ := http.NewRequest("PUT", url, strings.NewReader(`{"msgtype":"m.text","body":"hello"}`))
-			req.Header.Set("Authorization", "Bearer "+tok)
-			res, err := client.Do(req)
-			if err != nil || res.StatusCode != 200 {
-				b.Fatalf("send: %v %v", res, err)
-			}
-			_, _ = io.Copy(io.Discard, res.Body)
-			res.Body.Close()
+			put(b, client, url, tok, `{"msgtype":"m.text","body":"hello"}`)
 		}
 	})
 }
@@ -147,4 +126,17 @@ func BenchmarkDelivery(b *testing.B) {
 		res.Body.Close()
 		since = <-done
 	}
+}
+
+// put sends an authenticated PUT and drains the answer, so that the
+// connection is reused.
+func put(b *testing.B, client *http.Client, url, tok, body string) {
+	req, _ := http.NewRequest("PUT", url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	res, err := client.Do(req)
+	if err != nil || res.StatusCode != 200 {
+		b.Fatalf("PUT %s: %v %v", url, res, err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
 }
