@@ -183,7 +183,7 @@ func (a *API) knockRoom(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.changeMembership(r, room, requester(r).UserID.String(), spec.Knock, body.Reason); err != nil {
+	if err := a.changeMembershipOf(r, room, requester(r).UserID.String(), spec.Knock, body.Reason); err != nil {
 		return nil, err
 	}
 	return map[string]string{"room_id": room.RoomID}, nil
@@ -199,7 +199,7 @@ func (a *API) leaveRoom(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return struct{}{}, a.changeMembership(r, room, requester(r).UserID.String(), spec.Leave, body.Reason)
+	return struct{}{}, a.changeMembershipOf(r, room, requester(r).UserID.String(), spec.Leave, body.Reason)
 }
 
 // memberAction serves invite, kick, ban and unban: the requester changes
@@ -235,11 +235,6 @@ func (a *API) memberAction(membership string, unban bool) func(r *http.Request) 
 		}
 		return struct{}{}, a.changeMembershipOf(r, room, body.UserID, membership, body.Reason)
 	}
-}
-
-// changeMembership changes the requester's own membership.
-func (a *API) changeMembership(r *http.Request, room storage.Room, userID, membership, reason string) error {
-	return a.changeMembershipOf(r, room, userID, membership, reason)
 }
 
 // changeMembershipOf sends the member event for target, with the target's

@@ -72,7 +72,7 @@ func (a *API) register(r *http.Request) (any, error) {
 	if a.cfg.Registration.Token != "" {
 		flows = [][]string{{stageRegistrationToken}}
 	}
-	sess, err := a.interactiveAuth(r, req.Auth, uiaRequest{op: "register", flows: flows, clientIP: a.clientIP(r)})
+	sess, err := a.interactiveAuth(r, req.Auth, uiaRequest{op: "register", flows: flows})
 	if err != nil {
 		return nil, err
 	}

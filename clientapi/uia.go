@@ -167,8 +167,6 @@ type uiaRequest struct {
 	flows [][]string
 	// user is the authenticated caller, for m.login.password.
 	user *accounts.Requester
-	// clientIP keys failed-password rate limiting.
-	clientIP string
 }
 
 // interactiveAuth runs one round of user-interactive auth. It returns the

@@ -53,9 +53,9 @@ func (r *remote) build(t *testing.T, sender, typ string, stateKey *string, conte
 
 func str(s string) *string { return &s }
 
-// tip returns the room's latest event and the auth events a new event
-// needs, read through the client API's view of the room.
-func stateIDs(t *testing.T, rs *roomserver.Roomserver, roomID string) (map[string]string, string, int64) {
+// stateIDs maps "type|state_key" to the event IDs of a room's current
+// state, to name auth events of hand-built events.
+func stateIDs(t *testing.T, rs *roomserver.Roomserver, roomID string) map[string]string {
 	t.Helper()
 	room, err := rs.Room(ctx, roomID)
 	if err != nil {
@@ -66,16 +66,10 @@ func stateIDs(t *testing.T, rs *roomserver.Roomserver, roomID string) (map[strin
 		t.Fatal(err)
 	}
 	ids := map[string]string{}
-	var latest *roomserver.Event
 	for _, e := range state {
 		ids[e.Type()+"|"+*e.StateKey()] = e.EventID()
 	}
-	rows, err := rs.Events(ctx, room, nil)
-	_ = rows
-	// The newest event: paginate via the latest state event is not enough,
-	// so ask the database for the extremity through a message send below.
-	_ = latest
-	return ids, "", 0
+	return ids
 }
 
 func TestInputChecksInOrder(t *testing.T) {
@@ -103,7 +97,7 @@ func TestInputChecksInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids, _, _ := stateIDs(t, rs, roomID)
+	ids := stateIDs(t, rs, roomID)
 	r := newRemote(t, roomID)
 	eve := "@eve:remote.example"
 	// v12: the create event is implied, never listed.
@@ -192,13 +186,12 @@ func TestInputForkIsResolved(t *testing.T) {
 	}
 	alice.SetCredentials(reg.UserID, reg.AccessToken)
 	eve := "@eve:remote.example"
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat",
-		PowerLevelOverride: nil})
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	roomID := string(created.RoomID)
-	ids, _, _ := stateIDs(t, rs, roomID)
+	ids := stateIDs(t, rs, roomID)
 	first, _ := alice.SendText(ctx, created.RoomID, "start")
 	tipEv, _ := rs.Event(ctx, string(first.EventID))
 	r := newRemote(t, roomID)

@@ -99,14 +99,3 @@ func (s *stateView) membership(userID string) string {
 	}
 	return ""
 }
-
-// joinedUsers lists the users whose membership is join.
-func (s *stateView) joinedUsers() []string {
-	var out []string
-	for k, e := range s.all() {
-		if k.EventType == spec.MRoomMember && membershipOf(e) == spec.Join {
-			out = append(out, k.StateKey)
-		}
-	}
-	return out
-}

@@ -120,12 +120,6 @@ type Unread struct {
 	Threads map[string]UnreadCount
 }
 
-// notifyingTypes are the event types that notify under the spec's default
-// push rules (.m.rule.message, .m.rule.encrypted, .m.rule.call, polls and
-// stickers); state events and everything else do not.
-const notifyingTypes = `('m.room.message', 'm.room.encrypted', 'm.sticker', 'm.call.invite',
-	'm.poll.start', 'org.matrix.msc3381.poll.start')`
-
 // UnreadFloor returns the position up to which the user has read the room
 // as a whole — the latest of afterPos, their unthreaded receipt and their
 // own latest message (state events do not count: a profile change sends a
@@ -142,12 +136,6 @@ func (o ops) UnreadFloor(ctx context.Context, roomNID int64, userID string, afte
 		(SELECT MAX(stream_pos) FROM receipts_latest WHERE room_nid = $1 AND user_id = $2)`,
 		roomNID, userID, upTo).Scan(&unthreaded, &own, &version)
 	return max(afterPos, unthreaded.Int64, own.Int64), version.Int64, err
-}
-
-// localpartOf returns the localpart of a local user ID.
-func localpartOf(userID string) string {
-	lp, _, _ := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
-	return lp
 }
 
 // IgnoredUsers returns the users a local user ignores (spec: "Ignoring
