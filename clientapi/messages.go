@@ -103,22 +103,9 @@ func (a *API) messages(r *http.Request) (any, error) {
 		return nil, err
 	}
 
-	from := storage.TopoPoint{Depth: 1 << 62, Stream: 1 << 62} // the end of the room
-	if !backwards {
-		from = storage.TopoPoint{}
-	}
-	if t := q.Get("from"); t != "" {
-		if from, err = a.parsePoint(r, room, t); err != nil {
-			return nil, err
-		}
-	}
-	var to *storage.TopoPoint
-	if t := q.Get("to"); t != "" {
-		p, err := a.parsePoint(r, room, t)
-		if err != nil {
-			return nil, err
-		}
-		to = &p
+	from, to, err := a.pageBounds(r, room, backwards)
+	if err != nil {
+		return nil, err
 	}
 
 	ignored, err := a.db.IgnoredUsers(r.Context(), requester(r).Localpart())
@@ -205,6 +192,32 @@ func roomEventFilterParam(param string, limit int) (filter.RoomEventFilter, int,
 		limit = min(limit, *f.Limit)
 	}
 	return f, limit, nil
+}
+
+// pageBounds reads the from and to tokens of a paginated request; without
+// from, paging starts at the end of the room going backwards and at its
+// start going forwards.
+func (a *API) pageBounds(r *http.Request, room storage.Room, backwards bool) (storage.TopoPoint, *storage.TopoPoint, error) {
+	q := r.URL.Query()
+	from := roomStart
+	if backwards {
+		from = roomEnd
+	}
+	if t := q.Get("from"); t != "" {
+		p, err := a.parsePoint(r, room, t)
+		if err != nil {
+			return from, nil, err
+		}
+		from = p
+	}
+	if t := q.Get("to"); t != "" {
+		p, err := a.parsePoint(r, room, t)
+		if err != nil {
+			return from, nil, err
+		}
+		return from, &p, nil
+	}
+	return from, nil, nil
 }
 
 // topoLess reports a < b in topological order.

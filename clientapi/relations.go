@@ -193,24 +193,11 @@ func (a *API) relations(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	from := roomEnd
-	if !backwards {
-		from = roomStart
+	from, to, err := a.pageBounds(r, room, backwards)
+	if err != nil {
+		return nil, err
 	}
-	if t := q.Get("from"); t != "" {
-		if from, err = a.parsePoint(r, room, t); err != nil {
-			return nil, err
-		}
-	}
-	var to *storage.TopoPoint
-	if t := q.Get("to"); t != "" {
-		p, err := a.parsePoint(r, room, t)
-		if err != nil {
-			return nil, err
-		}
-		to = &p
-	}
-	ignored, err := a.format.IgnoredUsers(r.Context(), requester(r).Localpart())
+	ignored, err := a.db.IgnoredUsers(r.Context(), requester(r).Localpart())
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +264,7 @@ func (a *API) threads(r *http.Request) (any, error) {
 			return nil, err
 		}
 	}
-	ignored, err := a.format.IgnoredUsers(r.Context(), requester(r).Localpart())
+	ignored, err := a.db.IgnoredUsers(r.Context(), requester(r).Localpart())
 	if err != nil {
 		return nil, err
 	}

@@ -2,8 +2,6 @@ package clientevent
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"slices"
 	"sort"
 
@@ -90,31 +88,6 @@ func (f *Formatter) readerID(o Options) string {
 	return "@" + o.Localpart + ":" + string(f.RS.ServerName())
 }
 
-// IgnoredUsers returns the users a local user ignores (spec: the
-// m.ignored_user_list account data).
-func (f *Formatter) IgnoredUsers(ctx context.Context, localpart string) (map[string]bool, error) {
-	out := map[string]bool{}
-	if localpart == "" {
-		return out, nil
-	}
-	raw, err := f.DB.AccountDataEntry(ctx, localpart, "", "m.ignored_user_list")
-	if errors.Is(err, storage.ErrNotFound) {
-		return out, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var c struct {
-		IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
-	}
-	// Malformed account data ignores nobody rather than failing reads.
-	_ = json.Unmarshal(raw, &c)
-	for u := range c.IgnoredUsers {
-		out[u] = true
-	}
-	return out, nil
-}
-
 // aggregate loads the bundled aggregations of a page of events: one
 // query for the ignore list, one for threads and references, one for
 // edits (of the page's events and of their threads' latest events), and
@@ -152,7 +125,7 @@ func (f *Formatter) aggregate(ctx context.Context, room storage.Room, events []*
 	me := f.readerID(o)
 	ignoredSet := o.Ignored
 	if ignoredSet == nil {
-		if ignoredSet, err = f.IgnoredUsers(ctx, o.Localpart); err != nil {
+		if ignoredSet, err = f.DB.IgnoredUsers(ctx, o.Localpart); err != nil {
 			return nil, err
 		}
 	}
