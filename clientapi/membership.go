@@ -3,6 +3,7 @@ package clientapi
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"strings"
 
@@ -294,7 +295,7 @@ func (a *API) roomStateForRequester(r *http.Request) (storage.Room, int64, error
 	if err != nil {
 		return room, 0, err
 	}
-	snap, ok, err := a.readableState(r, room)
+	snap, _, ok, err := a.readableState(r, room)
 	if err != nil {
 		return room, 0, err
 	}
@@ -322,41 +323,49 @@ func (a *API) readableRoom(r *http.Request) (storage.Room, string, error) {
 	return room, me, nil
 }
 
-// readableState returns the snapshot whose state the requester may see:
-// the current state for members and world-readable rooms, the state when
-// they left for former members. ok is false when they may see none.
-func (a *API) readableState(r *http.Request, room storage.Room) (snapshot int64, ok bool, err error) {
+// readableState returns the snapshot whose state the requester may see,
+// and the last stream position they may see it at: the current state for
+// members and world-readable rooms, the state when they left for former
+// members. ok is false when they may see none.
+func (a *API) readableState(r *http.Request, room storage.Room) (snapshot, upTo int64, ok bool, err error) {
 	me := requester(r).UserID.String()
 	m, err := a.rs.Membership(r.Context(), room, me)
 	if err != nil {
-		return 0, false, err
+		return 0, 0, false, err
 	}
 	switch m {
 	case spec.Join:
-		return room.StateNID, true, nil
+		return room.StateNID, math.MaxInt64, true, nil
 	case spec.Leave, spec.Ban:
 		ev, err := a.rs.StateEvent(r.Context(), room, spec.MRoomMember, me)
 		if err != nil || ev == nil {
-			return 0, false, err
+			return 0, 0, false, err
 		}
 		// The state just before they left: what they last saw as members.
-		return ev.StateBeforeNID, true, nil
+		return ev.StateBeforeNID, ev.StreamPos - 1, true, nil
 	}
 	vis, err := a.rs.Visibility(r.Context(), room)
 	if err != nil {
-		return 0, false, err
+		return 0, 0, false, err
 	}
-	return room.StateNID, vis == "world_readable", nil
+	return room.StateNID, math.MaxInt64, vis == "world_readable", nil
 }
 
 // members is GET /rooms/{roomId}/members.
 func (a *API) members(r *http.Request) (any, error) {
-	room, snap, err := a.roomStateForRequester(r)
+	room, err := a.room(r)
 	if err != nil {
 		return nil, err
 	}
+	snap, upTo, ok, err := a.readableState(r, room)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, mxerr.Forbidden("You are not allowed to see this room's state")
+	}
 	if at := r.URL.Query().Get("at"); at != "" {
-		if snap, err = a.snapshotAtToken(r, room, at, snap); err != nil {
+		if snap, err = a.snapshotAtToken(r, room, at, snap, upTo); err != nil {
 			return nil, err
 		}
 	}

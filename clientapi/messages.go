@@ -2,6 +2,7 @@ package clientapi
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -53,21 +54,22 @@ func parseStreamToken(token string) (int64, error) {
 	return strconv.ParseInt(num, 10, 64)
 }
 
-// snapshotAtToken returns the state snapshot at a sync token, never later
-// than limit (the latest state the requester may see).
-func (a *API) snapshotAtToken(r *http.Request, room storage.Room, token string, limit int64) (int64, error) {
+// snapshotAtToken returns the state snapshot at a sync token, but never
+// later than stream position upTo (what the requester may see); fallback
+// is the snapshot to use when the room has nothing that early.
+func (a *API) snapshotAtToken(r *http.Request, room storage.Room, token string, fallback, upTo int64) (int64, error) {
 	pos, err := parseStreamToken(token)
 	if err != nil {
 		return 0, mxerr.InvalidParam("Invalid at token")
 	}
-	row, err := a.db.LastEventAtOrBefore(r.Context(), room.NID, pos)
+	row, err := a.db.LastEventAtOrBefore(r.Context(), room.NID, min(pos, upTo))
+	if errors.Is(err, storage.ErrNotFound) {
+		return fallback, nil
+	}
 	if err != nil {
-		return limit, nil // before the room existed: nothing earlier to show
+		return 0, err
 	}
-	if row.StateAfterNID < limit || limit == room.StateNID {
-		return row.StateAfterNID, nil
-	}
-	return limit, nil
+	return row.StateAfterNID, nil
 }
 
 const (

@@ -365,3 +365,54 @@ func TestRelationRulesOnSend(t *testing.T) {
 	expectError(t, do(t, "PUT", clientURL(s, "/rooms/"+room+"/send/m.room.message/t2"), alice.AccessToken, map[string]any{
 		"msgtype": "m.text", "body": "nested", "m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": reply.Body["event_id"]}}), 400, "M_UNKNOWN")
 }
+
+func TestMembersAt(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t)
+	alice := registerUser(t, s, "alice")
+	bob := registerUser(t, s, "bob")
+	carol := registerUser(t, s, "carol")
+	resp, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := string(resp.RoomID)
+	if _, err := bob.JoinRoomByID(ctx, resp.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	before, err := bob.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.LeaveRoom(ctx, resp.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := carol.JoinRoomByID(ctx, resp.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	now, err := alice.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := func(tok, token string) int {
+		r := do(t, "GET", clientURL(s, "/rooms/"+room+"/members?membership=join&at="+token), tok, nil)
+		if r.Status != 200 {
+			t.Fatalf("members = %d %s", r.Status, r.Raw)
+		}
+		return len(r.Body["chunk"].([]any))
+	}
+	if n := joined(alice.AccessToken, before.NextBatch); n != 2 {
+		t.Fatalf("joined at the earlier token = %d, want 2 (alice, bob)", n)
+	}
+	if n := joined(alice.AccessToken, now.NextBatch); n != 2 {
+		t.Fatalf("joined now = %d, want 2 (alice, carol)", n)
+	}
+	// Bob left: a later token shows him nothing past his leave.
+	r := do(t, "GET", clientURL(s, "/rooms/"+room+"/members?at="+now.NextBatch), bob.AccessToken, nil)
+	for _, e := range r.Body["chunk"].([]any) {
+		if e.(map[string]any)["state_key"] == string(carol.UserID) {
+			t.Fatal("a former member sees who joined after they left")
+		}
+	}
+	expectError(t, do(t, "GET", clientURL(s, "/rooms/"+room+"/members?at=bogus"), alice.AccessToken, nil), 400, "M_INVALID_PARAM")
+}
