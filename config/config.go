@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -39,6 +40,8 @@ type Config struct {
 	Log          Log          `mapstructure:"log"`
 	RateLimits   RateLimits   `mapstructure:"rate_limits"`
 	WellKnown    WellKnown    `mapstructure:"well_known"`
+	TLS          TLS          `mapstructure:"tls"`
+	Federation   Federation   `mapstructure:"federation"`
 
 	// MaxRequestBytes caps the body of any client API request.
 	MaxRequestBytes int64 `mapstructure:"max_request_bytes"`
@@ -68,6 +71,46 @@ type Listen struct {
 	// TrustForwardedFor makes the client IP come from X-Forwarded-For; only
 	// enable it behind a reverse proxy that sets the header.
 	TrustForwardedFor bool `mapstructure:"trust_forwarded_for"`
+	// Federation is the host:port of the TLS listener for the
+	// Server-Server API and /_matrix/key. Empty disables federation.
+	Federation string `mapstructure:"federation"`
+}
+
+// TLS is the certificate of the federation listener. When neither file
+// exists, a self-signed pair for server_name is generated on first start.
+type TLS struct {
+	CertPath string `mapstructure:"cert_path"`
+	KeyPath  string `mapstructure:"key_path"`
+}
+
+// Federation controls how this server talks to other servers.
+type Federation struct {
+	// Hosts maps a server name to the host:port that serves its federation
+	// API, overriding discovery (private deployments and tests).
+	Hosts map[string]string `mapstructure:"hosts"`
+	// InsecureSkipVerify accepts peers with self-signed or otherwise
+	// unverifiable certificates.
+	InsecureSkipVerify bool `mapstructure:"insecure_skip_verify"`
+	// AllowPrivateNetworks lets outbound requests reach loopback, private
+	// and link-local addresses (off: SSRF protection).
+	AllowPrivateNetworks bool `mapstructure:"allow_private_networks"`
+	// DenyServers lists server names (globs such as *.evil.example) this
+	// server neither sends to nor accepts anything from.
+	DenyServers []string `mapstructure:"deny_servers"`
+	// MaxRequestBytes caps the body of an inbound federation request.
+	MaxRequestBytes int64 `mapstructure:"max_request_bytes"`
+	// RateLimit limits inbound requests per origin server.
+	RateLimit Rate `mapstructure:"rate_limit"`
+	// TrustedKeyServers are notaries asked for keys that the owning server
+	// cannot give (when it is down).
+	TrustedKeyServers []TrustedKeyServer `mapstructure:"trusted_key_servers"`
+}
+
+// TrustedKeyServer is a notary and the keys its answers must be signed
+// with (key ID → unpadded base64 ed25519 public key).
+type TrustedKeyServer struct {
+	ServerName string            `mapstructure:"server_name"`
+	VerifyKeys map[string]string `mapstructure:"verify_keys"`
 }
 
 // Registration controls who can create accounts.
@@ -173,6 +216,17 @@ func Defaults() map[string]any {
 		"rate_limits.username_check.per_second": 2,
 		"rate_limits.username_check.burst":      30,
 		"well_known.server":                     "",
+		"listen.federation":                     "127.0.0.1:8448",
+		"tls.cert_path":                         "veche.tls.crt",
+		"tls.key_path":                          "veche.tls.key",
+		"federation.hosts":                      map[string]string{},
+		"federation.insecure_skip_verify":       false,
+		"federation.allow_private_networks":     false,
+		"federation.deny_servers":               []string{},
+		"federation.max_request_bytes":          4 << 20,
+		"federation.rate_limit.per_second":      50,
+		"federation.rate_limit.burst":           200,
+		"federation.trusted_key_servers":        []any{},
 		"max_request_bytes":                     1 << 20,
 		"shutdown_timeout":                      "10s",
 	}
@@ -212,6 +266,36 @@ func (c *Config) Verify() error {
 	}
 	checkHostPort(&errs, "listen.client", c.Listen.Client, false)
 	checkHostPort(&errs, "listen.metrics", c.Listen.Metrics, true)
+	checkHostPort(&errs, "listen.federation", c.Listen.Federation, true)
+	if c.Listen.Federation != "" && (c.TLS.CertPath == "" || c.TLS.KeyPath == "") {
+		errs.Add("tls.cert_path", "tls.cert_path and tls.key_path must be set when listen.federation is")
+	}
+	for name, addr := range c.Federation.Hosts {
+		if err := ValidateServerName(name); err != nil {
+			errs.Add("federation.hosts."+name, "%v", err)
+		}
+		checkHostPort(&errs, "federation.hosts."+name, addr, false)
+	}
+	for i, pat := range c.Federation.DenyServers {
+		if _, err := path.Match(pat, "x"); err != nil || pat == "" {
+			errs.Add(fmt.Sprintf("federation.deny_servers[%d]", i), "must be a server name or glob, got %q", pat)
+		}
+	}
+	if c.Federation.MaxRequestBytes < 64<<10 {
+		errs.Add("federation.max_request_bytes", "must be at least 65536, got %d", c.Federation.MaxRequestBytes)
+	}
+	if r := c.Federation.RateLimit; r.PerSecond <= 0 || r.Burst < 1 {
+		errs.Add("federation.rate_limit", "per_second must be positive and burst at least 1, got %v/%d", r.PerSecond, r.Burst)
+	}
+	for i, ks := range c.Federation.TrustedKeyServers {
+		key := fmt.Sprintf("federation.trusted_key_servers[%d]", i)
+		if err := ValidateServerName(ks.ServerName); err != nil {
+			errs.Add(key+".server_name", "%v", err)
+		}
+		if len(ks.VerifyKeys) == 0 {
+			errs.Add(key+".verify_keys", "must list at least one key")
+		}
+	}
 	if t := c.Registration.Token; t != "" && !validOpaqueToken(t) {
 		errs.Add("registration.token", "must be 1-64 characters of A-Z, a-z, 0-9, '.', '_', '~' and '-' (the spec's opaque identifier grammar)")
 	}

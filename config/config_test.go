@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -649,5 +650,22 @@ func eq[T comparable](t *testing.T, what string, got, want T) {
 	t.Helper()
 	if got != want {
 		t.Errorf("%s = %v, want %v", what, got, want)
+	}
+}
+
+func TestFederationHostsKeepDottedServerNames(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "veche.yaml")
+	yaml := "server_name: a.example.org\nfederation:\n  hosts:\n    b.example.org: 127.0.0.1:1234\n    \"c.example.org:8448\": 127.0.0.1:5678\n    \"[::1]:8448\": \"[::1]:9\"\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"b.example.org": "127.0.0.1:1234", "c.example.org:8448": "127.0.0.1:5678", "[::1]:8448": "[::1]:9"}
+	if !reflect.DeepEqual(cfg.Federation.Hosts, want) {
+		t.Fatalf("hosts = %v, want %v", cfg.Federation.Hosts, want)
 	}
 }

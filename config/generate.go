@@ -51,6 +51,10 @@ listen:
   # Take the client address from X-Forwarded-For. Enable only behind a
   # reverse proxy that sets it.
   trust_forwarded_for: false
+  # host:port of the TLS federation listener (Server-Server API and
+  # /_matrix/key). Other servers find it through server_name (see
+  # federation.hosts and well_known.server). Empty disables federation.
+  federation: 127.0.0.1:8448
 
 registration:
   # Allow anyone who can reach the server to create an account.
@@ -101,6 +105,34 @@ well_known:
   # When set (host:port), served as /.well-known/matrix/server to delegate
   # federation to another host.
   server: ""
+
+tls:
+  # Certificate and key of the federation listener (PEM). When neither
+  # file exists, a self-signed pair for server_name is made on first start:
+  # fine behind a TLS-terminating proxy or between servers that set
+  # federation.insecure_skip_verify, not for the public federation.
+  cert_path: veche.tls.crt
+  key_path: veche.tls.key
+
+federation:
+  # Server name -> host:port of its federation listener, overriding
+  # discovery (.well-known, SRV, port 8448). For private deployments.
+  hosts: {}
+  # Accept peers whose certificates do not verify (self-signed).
+  insecure_skip_verify: false
+  # Let outbound federation reach loopback and private addresses. Off, a
+  # remote name that resolves to such an address is refused (SSRF).
+  allow_private_networks: false
+  # Servers (or globs like "*.example.org") to refuse both ways.
+  deny_servers: []
+  # Largest inbound federation request body, in bytes.
+  max_request_bytes: 4194304
+  # Inbound requests per origin server.
+  rate_limit: {per_second: 50, burst: 200}
+  # Notaries asked for a server's keys when it cannot be reached, e.g.
+  #   - server_name: matrix.org
+  #     verify_keys: {"ed25519:a_RXGa": "l8Hft5qXKn1vfHrg3p4+W8gELQVo8N13JkluMfmn2sQ"}
+  trusted_key_servers: []
 
 # Largest request body accepted on the client API, in bytes.
 max_request_bytes: 1048576

@@ -41,7 +41,7 @@ func Load(path string, overrides map[string]any) (*Config, []string, error) {
 	err := v.Unmarshal(&cfg, func(dc *mapstructure.DecoderConfig) {
 		dc.Metadata = &md
 		dc.ErrorUnused = false
-		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(requireDurationUnit, dc.DecodeHook, checkIntRange)
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(requireDurationUnit, flattenDottedKeys, dc.DecodeHook, checkIntRange)
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("invalid configuration in %s: %w", path, err)
@@ -104,6 +104,34 @@ func checkIntRange(from, to reflect.Type, data any) (any, error) {
 		return data, nil
 	}
 	return nil, fmt.Errorf("%v is out of range for %s", data, to)
+}
+
+// flattenDottedKeys undoes viper's splitting of map keys at dots: viper
+// treats "." as its key path separator, so federation.hosts entry
+// "b.example.org: host:8448" reaches us as {b: {example: {org: ...}}}.
+// Joining the nested keys back gives the server names. (Viper also
+// lower-cases keys; server names are host names, so that is harmless.)
+func flattenDottedKeys(from, to reflect.Type, data any) (any, error) {
+	if to.Kind() != reflect.Map || to.Key().Kind() != reflect.String || to.Elem().Kind() != reflect.String {
+		return data, nil
+	}
+	m, ok := data.(map[string]any)
+	if !ok {
+		return data, nil
+	}
+	out := map[string]any{}
+	var walk func(prefix string, m map[string]any)
+	walk = func(prefix string, m map[string]any) {
+		for k, v := range m {
+			if sub, ok := v.(map[string]any); ok {
+				walk(prefix+k+".", sub)
+				continue
+			}
+			out[prefix+k] = v
+		}
+	}
+	walk("", m)
+	return out, nil
 }
 
 // requireDurationUnit refuses bare numbers for durations: they would be
