@@ -70,6 +70,12 @@ type request struct {
 	// inputs are events built elsewhere; results report each.
 	inputs  []gomatrixserverlib.PDU
 	results []InputResult
+	// run, when set, handles the request in its own transaction instead
+	// of the local build path (remote input, outliers, templates).
+	run func(a *actor, r *request)
+	// version lets run create the room row of a room first heard of over
+	// federation; nil means the room must exist.
+	version gomatrixserverlib.IRoomVersion
 	done    chan response
 }
 
@@ -176,7 +182,7 @@ func (a *actor) process(batch []*request) {
 		}
 	}
 	for _, r := range batch {
-		if r.inputs == nil {
+		if r.run == nil {
 			local = append(local, r)
 			continue
 		}
@@ -186,12 +192,12 @@ func (a *actor) process(batch []*request) {
 			continue
 		}
 		if a.room == nil {
-			if err := a.load(); err != nil {
+			if err := a.loadOrCreate(r.version); err != nil {
 				r.respond(nil, err)
 				continue
 			}
 		}
-		a.processInput(r)
+		r.run(a, r)
 	}
 	flush()
 }
@@ -363,6 +369,28 @@ func (a *actor) load() error {
 	}
 	a.room = rs
 	return nil
+}
+
+// loadOrCreate loads the room, creating its row first when version is
+// set and the room is unknown: a room first heard of over federation
+// starts with no state and no extremities.
+func (a *actor) loadOrCreate(version gomatrixserverlib.IRoomVersion) error {
+	err := a.load()
+	if version == nil || !errors.Is(err, mxerr.NotFound("")) {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	nid, err := a.rs.db.CreateRoom(ctx, a.roomID, string(version.Version()), a.rs.now().UnixMilli())
+	if err != nil && !errors.Is(err, storage.ErrConflict) {
+		return err
+	}
+	if err == nil {
+		a.room = newRoomState(a.roomID, version)
+		a.room.nid = nid
+		return nil
+	}
+	return a.load()
 }
 
 // buildRequest builds, signs and authorizes every event of a request in

@@ -43,7 +43,25 @@ type InputResult struct {
 
 // ErrMissingEvents is returned when an input event's prev or auth events
 // are unknown: the caller (federation) fetches them and tries again.
+// The error is a *MissingEventsError naming them.
 var ErrMissingEvents = errors.New("roomserver: prev or auth events are missing")
+
+// MissingEventsError names what an input event lacks. Prev events that
+// are known only as outliers count as missing: the state after them is
+// unknown. An empty error means the room's DAG is unknown here (we hold
+// only out-of-band memberships of it).
+type MissingEventsError struct {
+	EventID string
+	Prev    []string
+	Auth    []string
+}
+
+func (e *MissingEventsError) Error() string {
+	return fmt.Sprintf("roomserver: %s lacks prev events %v and auth events %v", e.EventID, e.Prev, e.Auth)
+}
+
+// Is makes errors.Is(err, ErrMissingEvents) match.
+func (e *MissingEventsError) Is(target error) bool { return target == ErrMissingEvents }
 
 // Input runs events built elsewhere (received over federation, with their
 // signatures and hashes already verified) through the spec's checks in
@@ -52,7 +70,7 @@ var ErrMissingEvents = errors.New("roomserver: prev or auth events are missing")
 // processed in the order given, serialized with every other write to the
 // room.
 func (rs *Roomserver) Input(ctx context.Context, roomID string, events []gomatrixserverlib.PDU) ([]InputResult, error) {
-	req := &request{inputs: events}
+	req := &request{inputs: events, run: (*actor).processInput}
 	if _, err := rs.submit(ctx, roomID, req); err != nil {
 		return nil, err
 	}
@@ -61,11 +79,17 @@ func (rs *Roomserver) Input(ctx context.Context, roomID string, events []gomatri
 
 // processInput handles one input request in its own transaction.
 func (a *actor) processInput(req *request) {
+	if len(a.room.extremities) == 0 {
+		// A room we only hold out-of-band memberships of: its DAG is
+		// unknown here, so nothing can attach to it.
+		req.respond(nil, &MissingEventsError{})
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
 	var results []InputResult
 	for _, pdu := range req.inputs {
-		res, err := a.inputOne(ctx, pdu)
+		res, err := a.inputOne(ctx, pdu, nil)
 		if err != nil {
 			a.room = nil // the database is the truth; reload next time
 			req.respond(nil, err)
@@ -77,16 +101,24 @@ func (a *actor) processInput(req *request) {
 	req.respond(nil, nil)
 }
 
-// inputOne checks and stores one event.
-func (a *actor) inputOne(ctx context.Context, pdu gomatrixserverlib.PDU) (InputResult, error) {
+// inputOne checks and stores one event. stateIDs, when not nil, is the
+// state before the event as another server told it (the event's prev
+// events are unknown here); otherwise it is computed from the prev events.
+func (a *actor) inputOne(ctx context.Context, pdu gomatrixserverlib.PDU, stateIDs []string) (InputResult, error) {
 	room := a.room
 	res := InputResult{EventID: pdu.EventID()}
 	if pdu.RoomID().String() != room.id {
 		return res, mxerr.InvalidParam("event belongs to another room")
 	}
-	if _, err := a.rs.db.EventByID(ctx, pdu.EventID()); err == nil {
-		res.Status = InputDuplicate
-		return res, nil
+	outlierNID := int64(0)
+	if row, err := a.rs.db.EventByID(ctx, pdu.EventID()); err == nil {
+		if row.Status != storage.EventOutlier || row.RoomNID != room.nid {
+			res.Status = InputDuplicate
+			return res, nil
+		}
+		// Known only as an outlier (say, from a join's auth chain): now
+		// it gets its place in the DAG.
+		outlierNID = row.NID
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return res, err
 	}
@@ -100,7 +132,7 @@ func (a *actor) inputOne(ctx context.Context, pdu gomatrixserverlib.PDU) (InputR
 		return res, err
 	}
 	if len(authEvents) != len(dedupe(authIDs)) {
-		return res, ErrMissingEvents
+		return res, &MissingEventsError{EventID: pdu.EventID(), Auth: missingOf(authIDs, authEvents)}
 	}
 	authView := &stateView{base: map[tuple]*Event{}}
 	reason := ""
@@ -121,13 +153,36 @@ func (a *actor) inputOne(ctx context.Context, pdu gomatrixserverlib.PDU) (InputR
 	// 2. It must pass against the state before it: the state after its
 	// prev events, resolved when they fork.
 	var before map[tuple]*Event
-	if reason == "" {
+	if reason == "" && stateIDs != nil {
+		evs, err := loader.load(ctx, stateIDs)
+		if err != nil {
+			return res, err
+		}
+		if len(evs) != len(dedupe(stateIDs)) {
+			return res, &MissingEventsError{EventID: pdu.EventID(), Auth: missingOf(stateIDs, evs)}
+		}
+		before = make(map[tuple]*Event, len(evs))
+		for _, e := range evs {
+			if e.IsState() && e.Status != storage.EventRejected {
+				before[e.Tuple()] = e
+			}
+		}
+		if err := gomatrixserverlib.Allowed(pdu, authProvider{&stateView{base: before}}, userIDForSender); err != nil {
+			reason = "not allowed by the state before it: " + err.Error()
+		}
+	} else if reason == "" {
 		prevs, err := loader.load(ctx, pdu.PrevEventIDs())
 		if err != nil {
 			return res, err
 		}
-		if len(prevs) != len(dedupe(pdu.PrevEventIDs())) {
-			return res, ErrMissingEvents
+		var usable []*Event
+		for _, p := range prevs {
+			if p.Status != storage.EventOutlier {
+				usable = append(usable, p)
+			}
+		}
+		if len(usable) != len(dedupe(pdu.PrevEventIDs())) {
+			return res, &MissingEventsError{EventID: pdu.EventID(), Prev: missingOf(pdu.PrevEventIDs(), usable)}
 		}
 		if before, err = a.stateAfterAll(ctx, prevs, loader); err != nil {
 			return res, err
@@ -136,7 +191,7 @@ func (a *actor) inputOne(ctx context.Context, pdu gomatrixserverlib.PDU) (InputR
 			reason = "not allowed by the state before it: " + err.Error()
 		}
 	}
-	e := &Event{PDU: pdu, RoomNID: room.nid}
+	e := &Event{PDU: pdu, RoomNID: room.nid, NID: outlierNID}
 	e.RelatesTo, e.RelType = relation(pdu.Content())
 	if reason != "" {
 		res.Status, res.Reason = InputRejected, reason
@@ -144,6 +199,10 @@ func (a *actor) inputOne(ctx context.Context, pdu gomatrixserverlib.PDU) (InputR
 	}
 	// 3. Soft failure: fine in its own history, but not against where the
 	// room is now (say, its sender was banned meanwhile).
+	// A room whose DAG starts here (a join) has no current state yet.
+	if len(room.extremities) == 0 {
+		return res, a.storeAccepted(ctx, e, before, loader)
+	}
 	if err := gomatrixserverlib.Allowed(pdu, authProvider{room.view}, userIDForSender); err != nil {
 		res.Status, res.Reason = InputSoftFailed, err.Error()
 		return res, a.storeUnused(ctx, e, storage.EventSoftFailed, err.Error())
@@ -224,12 +283,37 @@ func (a *actor) storeUnused(ctx context.Context, e *Event, status int, reason st
 			Depth: e.Depth(), OriginServerTS: int64(e.OriginServerTS()), Status: status, RejectionReason: reason,
 			StateBeforeNID: a.room.snapshotNID, StateAfterNID: a.room.snapshotNID, RelatesTo: e.RelatesTo, RelType: e.RelType, JSON: e.JSON(),
 		}
-		nid, err := tx.InsertEvent(ctx, &row)
+		nid, err := a.insertOrPromote(ctx, tx, e, &row)
 		if err != nil {
 			return err
 		}
 		return tx.InsertEdges(ctx, nid, e.PrevEventIDs())
 	})
+}
+
+// insertOrPromote stores a new event row, or gives an outlier row its
+// place in the DAG.
+func (a *actor) insertOrPromote(ctx context.Context, tx *storage.Tx, e *Event, row *storage.EventRow) (int64, error) {
+	if e.NID != 0 {
+		row.NID = e.NID
+		return e.NID, tx.PromoteOutlier(ctx, row)
+	}
+	return tx.InsertEvent(ctx, row)
+}
+
+// missingOf lists the IDs that have no loaded event.
+func missingOf(ids []string, have []*Event) []string {
+	got := make(map[string]bool, len(have))
+	for _, e := range have {
+		got[e.EventID()] = true
+	}
+	var out []string
+	for id := range dedupe(ids) {
+		if !got[id] {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // storeAccepted persists an accepted event with the state before it, moves
@@ -293,6 +377,7 @@ func (a *actor) storeAccepted(ctx context.Context, e *Event, before map[tuple]*E
 
 	pos := a.rs.stream.Reserve(1)
 	var wake []string
+	redacted := ""
 	err := a.rs.db.Transact(ctx, func(tx *storage.Tx) error {
 		beforeNID, err := a.snapshotFor(ctx, tx, before)
 		if err != nil {
@@ -306,7 +391,7 @@ func (a *actor) storeAccepted(ctx context.Context, e *Event, before map[tuple]*E
 			StateBeforeNID: beforeNID, StateAfterNID: beforeNID, ReplacesNID: e.ReplacesNID,
 			RelatesTo: e.RelatesTo, RelType: e.RelType, JSON: e.JSON(),
 		}
-		nid, err := tx.InsertEvent(ctx, &row)
+		nid, err := a.insertOrPromote(ctx, tx, e, &row)
 		if err != nil {
 			return err
 		}
@@ -352,6 +437,12 @@ func (a *actor) storeAccepted(ctx context.Context, e *Event, before map[tuple]*E
 		if err := tx.SetRoomState(ctx, room.nid, currentNID); err != nil {
 			return err
 		}
+		if e.Type() == spec.MRoomRedaction && e.Redacts() != "" && a.redactionApplies(ctx, e, &stateView{base: current}) {
+			if err := tx.SetRedactedBy(ctx, e.Redacts(), e.EventID()); err != nil {
+				return err
+			}
+			redacted = e.Redacts()
+		}
 		room.snapshotNID = currentNID
 		return nil
 	})
@@ -369,6 +460,10 @@ func (a *actor) storeAccepted(ctx context.Context, e *Event, before map[tuple]*E
 		room.view.base[k] = v
 	}
 	room.extremities = ext
+	if redacted != "" {
+		a.rs.cache.evict(redacted)
+		a.applyRedactionToState(redacted)
+	}
 	room.joined = map[string]bool{}
 	for k, v := range current {
 		if k.EventType == spec.MRoomMember && membershipOf(v) == spec.Join {

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
@@ -167,7 +168,7 @@ func TestInputChecksInOrder(t *testing.T) {
 	// Unknown prev events: the caller must fetch them first.
 	orphan := r.build(t, eve, "m.room.message", nil, map[string]any{"body": "?"},
 		[]string{"$unknown"}, append([]string{ids["m.room.power_levels|"]}, join.EventID()), tip.Depth()+4)
-	if _, err := rs.Input(ctx, roomID, []gomatrixserverlib.PDU{orphan}); err != roomserver.ErrMissingEvents {
+	if _, err := rs.Input(ctx, roomID, []gomatrixserverlib.PDU{orphan}); !errors.Is(err, roomserver.ErrMissingEvents) {
 		t.Fatalf("orphan input = %v, want ErrMissingEvents", err)
 	}
 	// The room still works for local users afterwards.

@@ -599,3 +599,14 @@ func (o ops) CurrentMembership(ctx context.Context, roomNID int64, userID string
 	}
 	return m.String, pos.Int64, err
 }
+
+// PromoteOutlier gives an event stored as an outlier its place in the
+// DAG: stream position, state and status, from row (matched by NID).
+func (o ops) PromoteOutlier(ctx context.Context, e *EventRow) error {
+	_, err := o.q.exec(ctx, `UPDATE rooms_events SET stream_pos = $2, state_before_nid = $3, state_after_nid = $4, status = $5,
+			rejection_reason = $6, replaces_nid = $7, relates_to = $8, rel_type = $9
+		WHERE event_nid = $1 AND status = 3`,
+		e.NID, nullInt(e.StreamPos), e.StateBeforeNID, e.StateAfterNID, e.Status, nullString(e.RejectionReason), e.ReplacesNID,
+		nullString(e.RelatesTo), nullString(e.RelType))
+	return err
+}

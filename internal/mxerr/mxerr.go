@@ -140,3 +140,13 @@ func Unavailable(msg string) *Error {
 // Conflict is a 409: what the request would create already exists (spec:
 // a room alias that is taken answers 409 M_UNKNOWN).
 func Conflict(msg string) *Error { return newErr(http.StatusConflict, "M_UNKNOWN", msg) }
+func UnsupportedRoomVersion(msg string) *Error {
+	return newErr(http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION", msg)
+}
+
+// IncompatibleRoomVersion answers make_join/make_knock from a server that
+// does not support the room's version; the version travels in the body.
+func IncompatibleRoomVersion(version string) *Error {
+	return newErr(http.StatusBadRequest, "M_INCOMPATIBLE_ROOM_VERSION", "Your server does not support room version "+version).
+		With("room_version", version)
+}
