@@ -508,6 +508,17 @@ var strippedStateTypes = []string{
 
 func (s *Sync) strippedState(ctx context.Context, room storage.Room, memberEv *roomserver.Event) ([]strippedEvent, error) {
 	var out []strippedEvent
+	// An invite or knock over federation carries the stripped state the
+	// remote server gave, since this server does not hold the room's state.
+	var unsigned struct {
+		Invite []strippedEvent `json:"invite_room_state"`
+		Knock  []strippedEvent `json:"knock_room_state"`
+	}
+	if json.Unmarshal(memberEv.Unsigned(), &unsigned) == nil {
+		if given := append(unsigned.Invite, unsigned.Knock...); len(given) > 0 {
+			return append(given, strippedEvent{Type: memberEv.Type(), StateKey: *memberEv.StateKey(), Content: memberEv.Content(), Sender: string(memberEv.SenderID())}), nil
+		}
+	}
 	for _, t := range strippedStateTypes {
 		e, err := s.rs.StateEvent(ctx, room, t, "")
 		if err != nil {
