@@ -446,3 +446,40 @@ func (rs *Roomserver) AuthChain(ctx context.Context, room storage.Room, events [
 	}
 	return out, nil
 }
+
+// Extremities returns the IDs of the room's forward extremities: empty
+// when this server holds no DAG of the room (it is not in it, or holds
+// only out-of-band memberships).
+func (rs *Roomserver) Extremities(ctx context.Context, room storage.Room) ([]string, error) {
+	nids, err := rs.db.ForwardExtremities(ctx, room.NID)
+	if err != nil || len(nids) == 0 {
+		return nil, err
+	}
+	rows, err := rs.db.EventsByNID(ctx, nids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, r.EventID)
+	}
+	return out, nil
+}
+
+// Known reports which of the event IDs are stored in the room, with any
+// status.
+func (rs *Roomserver) Known(ctx context.Context, room storage.Room, ids []string) (map[string]bool, error) {
+	out := make(map[string]bool, len(ids))
+	for start := 0; start < len(ids); start += 500 {
+		rows, err := rs.db.EventsByID(ctx, ids[start:min(start+500, len(ids))])
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rows {
+			if r.RoomNID == room.NID {
+				out[r.EventID] = true
+			}
+		}
+	}
+	return out, nil
+}
