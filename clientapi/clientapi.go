@@ -31,6 +31,8 @@ type Deps struct {
 	Roomserver *roomserver.Roomserver
 	Stream     *stream.Stream
 	Typing     *typing.Tracker
+	// Federation reaches other servers; nil when federation is off.
+	Federation Federation
 	Log        logrus.FieldLogger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -44,6 +46,7 @@ type API struct {
 	rs       *roomserver.Roomserver
 	stream   *stream.Stream
 	typing   *typing.Tracker
+	fed      Federation
 	format   *clientevent.Formatter
 	log      logrus.FieldLogger
 	now      func() time.Time
@@ -64,7 +67,7 @@ func New(d Deps) *API {
 		d.Now = time.Now
 	}
 	a := &API{
-		cfg: d.Config, accounts: d.Accounts, db: d.DB, rs: d.Roomserver, stream: d.Stream, typing: d.Typing, log: d.Log, now: d.Now,
+		cfg: d.Config, accounts: d.Accounts, db: d.DB, rs: d.Roomserver, stream: d.Stream, typing: d.Typing, fed: d.Federation, log: d.Log, now: d.Now,
 		format: &clientevent.Formatter{RS: d.Roomserver, DB: d.DB, Now: d.Now},
 		uia:    newUIASessions(d.Now), nonces: newNonceStore(d.Now), baseURL: d.Config.BaseURL(),
 	}

@@ -110,9 +110,14 @@ func (a *API) getAlias(r *http.Request) (any, error) {
 	}
 	notFound := mxerr.NotFound("Room alias " + alias + " not found")
 	if server != a.accounts.ServerName() {
-		// Other servers' aliases resolve over federation, which does not
-		// exist yet: as far as this server can tell, there is no mapping.
-		return nil, notFound
+		if a.fed == nil {
+			return nil, notFound
+		}
+		roomID, servers, err := a.fed.ResolveAlias(r.Context(), alias)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"room_id": roomID, "servers": servers}, nil
 	}
 	al, err := a.db.AliasByName(r.Context(), alias)
 	if errors.Is(err, storage.ErrNotFound) {

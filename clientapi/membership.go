@@ -71,11 +71,35 @@ func (a *API) joinRoom(r *http.Request) (any, error) {
 	if target == "" {
 		target = r.PathValue("roomId")
 	}
-	room, err := a.roomByIDOrAlias(r, target)
+	roomID, servers, err := a.resolveRoom(r, target)
 	if err != nil {
 		return nil, err
 	}
 	me := requester(r)
+	room, err := a.rs.Room(r.Context(), roomID)
+	local := err == nil
+	if local {
+		if local, err = a.inRoom(r.Context(), room); err != nil {
+			return nil, err
+		}
+	} else if !errors.Is(err, mxerr.NotFound("")) {
+		return nil, err
+	}
+	if !local {
+		// A room this server does not hold: join it through its servers.
+		if a.fed == nil || me.IsGuest {
+			return nil, mxerr.NotFound("Unknown room " + roomID)
+		}
+		profile, err := a.memberProfile(r, me.UserID.String())
+		if err != nil {
+			return nil, err
+		}
+		if err := a.fed.JoinRoom(r.Context(), me.UserID.String(), roomID, a.joinServers(r, roomID, servers),
+			memberContent(spec.Join, body.Reason, false, profile)); err != nil {
+			return nil, err
+		}
+		return map[string]string{"room_id": roomID}, nil
+	}
 	if me.IsGuest {
 		if err := a.checkGuestAccess(r, room); err != nil {
 			return nil, err
@@ -200,6 +224,23 @@ func (a *API) leaveRoom(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.fed != nil {
+		if in, err := a.inRoom(r.Context(), room); err != nil {
+			return nil, err
+		} else if !in {
+			// An invite or knock of a room this server is not in: the
+			// leave goes through the room's servers.
+			m, err := a.rs.Membership(r.Context(), room, requester(r).UserID.String())
+			if err != nil {
+				return nil, err
+			}
+			if m != spec.Invite && m != spec.Knock {
+				return nil, mxerr.Forbidden("You are not in this room")
+			}
+			return struct{}{}, a.fed.LeaveOutOfBand(r.Context(), room, requester(r).UserID.String(),
+				a.joinServers(r, room.RoomID, nil), memberContent(spec.Leave, body.Reason, false, nil))
+		}
+	}
 	return struct{}{}, a.changeMembershipOf(r, room, requester(r).UserID.String(), spec.Leave, body.Reason)
 }
 
@@ -223,7 +264,16 @@ func (a *API) memberAction(membership string, unban bool) func(r *http.Request) 
 			return nil, err
 		}
 		if membership == spec.Invite && uid.Domain() != a.accounts.ServerName() {
-			return nil, mxerr.Forbidden("Inviting users on other servers needs federation, which this server does not offer yet")
+			if a.fed == nil {
+				return nil, mxerr.Forbidden("Federation is disabled: users of other servers cannot be invited")
+			}
+			if m, err := a.rs.Membership(r.Context(), room, body.UserID); err != nil {
+				return nil, err
+			} else if m == spec.Join || m == spec.Ban {
+				return nil, mxerr.Forbidden(body.UserID + " cannot be invited: their membership is " + m)
+			}
+			return struct{}{}, a.fed.Invite(r.Context(), room, requester(r).UserID.String(), body.UserID,
+				memberContent(spec.Invite, body.Reason, false, nil))
 		}
 		if unban {
 			current, err := a.rs.Membership(r.Context(), room, body.UserID)

@@ -34,10 +34,13 @@ var profileKey = regexp.MustCompile(`^(avatar_url|displayname|m\.tz|[a-z][a-z0-9
 func (a *API) localProfile(r *http.Request, userID string) (string, map[string]json.RawMessage, error) {
 	localpart, err := a.accounts.LocalpartOf(userID)
 	if err != nil {
-		if strings.HasPrefix(userID, "@") && strings.Contains(userID, ":") {
-			// A well-formed remote user: profiles over federation are not
-			// served yet.
-			return "", nil, mxerr.NotFound("Profile not found")
+		if uid, perr := spec.NewUserID(userID, true); perr == nil && uid.Domain() != a.accounts.ServerName() {
+			// A remote user: their server has the profile.
+			if a.fed == nil {
+				return "", nil, mxerr.NotFound("Profile not found")
+			}
+			fields, err := a.fed.Profile(r.Context(), userID, "")
+			return "", fields, err
 		}
 		return "", nil, mxerr.InvalidParam("Invalid user ID")
 	}

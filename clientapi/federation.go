@@ -1,0 +1,97 @@
+package clientapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/veche/veche/internal/mxerr"
+	"github.com/veche/veche/storage"
+)
+
+// Federation is what the client API asks of other servers. It is nil
+// when federation is off: remote users, rooms and aliases are then
+// unknown.
+type Federation interface {
+	// JoinRoom joins a local user to a room held by other servers,
+	// trying the servers in order.
+	JoinRoom(ctx context.Context, userID, roomID string, servers []spec.ServerName, content json.RawMessage) error
+	// Invite invites a user of another server to a room this server is in.
+	Invite(ctx context.Context, room storage.Room, inviter, invitee string, content json.RawMessage) error
+	// LeaveOutOfBand rejects an invite (or withdraws a knock) of a room
+	// this server is not in.
+	LeaveOutOfBand(ctx context.Context, room storage.Room, userID string, servers []spec.ServerName, content json.RawMessage) error
+	// ResolveAlias asks the alias's server for its room.
+	ResolveAlias(ctx context.Context, alias string) (roomID string, servers []spec.ServerName, err error)
+	// Profile asks a remote user's server for their profile (one field,
+	// or all when field is "").
+	Profile(ctx context.Context, userID, field string) (map[string]json.RawMessage, error)
+}
+
+// errNoFederation answers requests that would need other servers when
+// federation is off.
+var errNoFederation = mxerr.NotFound("Federation is disabled on this server")
+
+// inRoom reports whether this server holds the room's history (some
+// local user is or was joined), as opposed to knowing of it only through
+// an invite or a knock.
+func (a *API) inRoom(ctx context.Context, room storage.Room) (bool, error) {
+	ext, err := a.rs.Extremities(ctx, room)
+	return len(ext) > 0, err
+}
+
+// joinServers lists the servers to try for joining a remote room: those
+// the client named, those the alias lookup gave, the server of whoever
+// invited us, and the room ID's own server.
+func (a *API) joinServers(r *http.Request, roomID string, given []spec.ServerName) []spec.ServerName {
+	out := append([]spec.ServerName{}, given...)
+	q := r.URL.Query()
+	for _, s := range append(q["via"], q["server_name"]...) {
+		if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(s)); ok {
+			out = append(out, spec.ServerName(s))
+		}
+	}
+	if room, err := a.rs.Room(r.Context(), roomID); err == nil {
+		if ev, err := a.rs.StateEvent(r.Context(), room, spec.MRoomMember, requester(r).UserID.String()); err == nil && ev != nil {
+			if uid, err := spec.NewUserID(string(ev.SenderID()), true); err == nil {
+				out = append(out, uid.Domain())
+			}
+		}
+	}
+	if i := strings.IndexByte(roomID, ':'); i > 0 {
+		out = append(out, spec.ServerName(roomID[i+1:]))
+	}
+	return out
+}
+
+// resolveRoom turns a room ID or alias (local or remote) into a room ID
+// and the servers the alias lookup suggests.
+func (a *API) resolveRoom(r *http.Request, idOrAlias string) (string, []spec.ServerName, error) {
+	if !strings.HasPrefix(idOrAlias, "#") {
+		if _, err := spec.NewRoomID(idOrAlias); err != nil {
+			return "", nil, mxerr.InvalidParam("Invalid room ID or alias")
+		}
+		return idOrAlias, nil, nil
+	}
+	if err := validateAlias(idOrAlias); err != nil {
+		return "", nil, err
+	}
+	if aliasServer(idOrAlias) == a.accounts.ServerName() {
+		room, err := a.roomByIDOrAlias(r, idOrAlias)
+		return room.RoomID, nil, err
+	}
+	if a.fed == nil {
+		return "", nil, mxerr.NotFound("Room alias " + idOrAlias + " not found")
+	}
+	return a.fed.ResolveAlias(r.Context(), idOrAlias)
+}
+
+func aliasServer(alias string) spec.ServerName {
+	if i := strings.IndexByte(alias, ':'); i > 0 {
+		return spec.ServerName(alias[i+1:])
+	}
+	return ""
+}
