@@ -4,6 +4,8 @@
 package config
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -31,6 +33,10 @@ type Config struct {
 	// announced in /.well-known/matrix/client.
 	PublicBaseURL  string `mapstructure:"public_baseurl"`
 	SigningKeyPath string `mapstructure:"signing_key_path"`
+	// OldSigningKeys are the public halves of signing keys this server
+	// used before, by key ID (Synapse's old_signing_keys). They stay
+	// published so that what they signed can still be checked.
+	OldSigningKeys map[string]OldSigningKey `mapstructure:"old_signing_keys"`
 
 	Database     Database     `mapstructure:"database"`
 	Listen       Listen       `mapstructure:"listen"`
@@ -52,6 +58,15 @@ type Config struct {
 	// Dir is the directory of the config file; relative paths in the config
 	// resolve against it. Not a config key.
 	Dir string `mapstructure:"-"`
+}
+
+// OldSigningKey is a retired signing key.
+type OldSigningKey struct {
+	// Key is the base64 ed25519 public key.
+	Key string `mapstructure:"key"`
+	// ExpiredTS is when the server stopped using the key (ms since the
+	// epoch); signatures from later are not accepted.
+	ExpiredTS int64 `mapstructure:"expired_ts"`
 }
 
 // Database selects and tunes the storage backend.
@@ -188,6 +203,7 @@ func Defaults() map[string]any {
 		"server_name":                           "localhost",
 		"public_baseurl":                        "",
 		"signing_key_path":                      "veche.signing.key",
+		"old_signing_keys":                      map[string]any{},
 		"database.url":                          "sqlite://veche.db",
 		"database.max_open_conns":               20,
 		"listen.client":                         "127.0.0.1:8008",
@@ -258,6 +274,18 @@ func (c *Config) Verify() error {
 	if c.SigningKeyPath == "" {
 		errs.Add("signing_key_path", "must not be empty")
 	}
+	for id, k := range c.OldSigningKeys {
+		key := "old_signing_keys." + id
+		if !ValidKeyID(id) {
+			errs.Add(key, "key IDs are ed25519:<version> with a version of letters, digits and '_'")
+		}
+		if _, err := DecodePublicKey(k.Key); err != nil {
+			errs.Add(key+".key", "%v", err)
+		}
+		if k.ExpiredTS <= 0 {
+			errs.Add(key+".expired_ts", "must be a positive timestamp in milliseconds, got %d", k.ExpiredTS)
+		}
+	}
 	if _, _, err := c.Database.Parse(c.Dir); err != nil {
 		errs.Add("database.url", "%v", err)
 	}
@@ -294,6 +322,14 @@ func (c *Config) Verify() error {
 		}
 		if len(ks.VerifyKeys) == 0 {
 			errs.Add(key+".verify_keys", "must list at least one key")
+		}
+		for id, pub := range ks.VerifyKeys {
+			if !ValidKeyID(id) {
+				errs.Add(key+".verify_keys."+id, "key IDs are ed25519:<version> with a version of letters, digits and '_'")
+			}
+			if _, err := DecodePublicKey(pub); err != nil {
+				errs.Add(key+".verify_keys."+id, "%v", err)
+			}
 		}
 	}
 	if t := c.Registration.Token; t != "" && !validOpaqueToken(t) {
@@ -356,6 +392,36 @@ func (c *Config) Verify() error {
 		return errs
 	}
 	return nil
+}
+
+// ValidKeyID checks a signing key ID: the spec allows ed25519 keys with a
+// version of [a-zA-Z0-9_].
+func ValidKeyID(id string) bool {
+	version, ok := strings.CutPrefix(id, "ed25519:")
+	if !ok || version == "" {
+		return false
+	}
+	for _, r := range version {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// DecodePublicKey reads an ed25519 public key in base64: unpadded as the
+// spec writes keys, padded as some tools do, standard or URL-safe.
+func DecodePublicKey(s string) (ed25519.PublicKey, error) {
+	trimmed := strings.TrimRight(s, "=")
+	for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(trimmed); err == nil {
+			if len(b) != ed25519.PublicKeySize {
+				return nil, fmt.Errorf("must be a 32-byte ed25519 public key, got %d bytes", len(b))
+			}
+			return ed25519.PublicKey(b), nil
+		}
+	}
+	return nil, fmt.Errorf("must be base64, got %q", s)
 }
 
 func validOpaqueToken(s string) bool {

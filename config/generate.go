@@ -35,6 +35,12 @@ public_baseurl: ""
 # Created on first start if missing. Keep it secret and back it up.
 signing_key_path: veche.signing.key
 
+# Public halves of signing keys this server used before (Synapse's format),
+# kept so that other servers can still check what those keys signed.
+# "veche generate-keys --rotate" moves the current key here, e.g.
+#   "ed25519:a_Old1": {key: "<base64 public key>", expired_ts: 1767225600000}
+old_signing_keys: {}
+
 database:
   # sqlite://file.db (relative to this file), sqlite:///absolute/path.db,
   # or postgres://user:password@host:5432/dbname?sslmode=disable

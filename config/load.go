@@ -14,6 +14,7 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 )
 
 // Load reads the config file at path, then VECHE_* variables, then
@@ -46,6 +47,7 @@ func Load(path string, overrides map[string]any) (*Config, []string, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("invalid configuration in %s: %w", path, err)
 	}
+	restoreKeyIDCase(path, &cfg)
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, nil, err
@@ -57,6 +59,55 @@ func Load(path string, overrides map[string]any) (*Config, []string, error) {
 		return nil, unknown, err
 	}
 	return &cfg, unknown, nil
+}
+
+// restoreKeyIDCase gives signing key IDs back the case they have in the
+// file. Viper lower-cases every map key, but key IDs are case-sensitive
+// ("ed25519:a_AbCd"): a lower-cased ID names no key, and signatures would
+// be published or checked under the wrong name. Keys set from the
+// environment or flags cannot be restored; such IDs stay as viper left them.
+func restoreKeyIDCase(path string, cfg *Config) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	var file struct {
+		OldSigningKeys map[string]any `yaml:"old_signing_keys"`
+		Federation     struct {
+			TrustedKeyServers []struct {
+				VerifyKeys map[string]any `yaml:"verify_keys"`
+			} `yaml:"trusted_key_servers"`
+		} `yaml:"federation"`
+	}
+	if yaml.Unmarshal(data, &file) != nil {
+		return
+	}
+	cfg.OldSigningKeys = withFileCase(cfg.OldSigningKeys, file.OldSigningKeys)
+	if len(file.Federation.TrustedKeyServers) == len(cfg.Federation.TrustedKeyServers) {
+		for i := range cfg.Federation.TrustedKeyServers {
+			ks := &cfg.Federation.TrustedKeyServers[i]
+			ks.VerifyKeys = withFileCase(ks.VerifyKeys, file.Federation.TrustedKeyServers[i].VerifyKeys)
+		}
+	}
+}
+
+// withFileCase renames m's keys to the spelling they have in file.
+func withFileCase[V any](m map[string]V, file map[string]any) map[string]V {
+	if len(m) == 0 || len(file) == 0 {
+		return m
+	}
+	spelled := make(map[string]string, len(file))
+	for k := range file {
+		spelled[strings.ToLower(k)] = k
+	}
+	out := make(map[string]V, len(m))
+	for k, v := range m {
+		if orig, ok := spelled[k]; ok {
+			k = orig
+		}
+		out[k] = v
+	}
+	return out
 }
 
 // Exists reports whether a config file is at path.

@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -19,9 +20,12 @@ import (
 	"github.com/veche/veche/accounts"
 	"github.com/veche/veche/clientapi"
 	"github.com/veche/veche/config"
+	"github.com/veche/veche/federation"
+	"github.com/veche/veche/federation/transport"
 	"github.com/veche/veche/internal/httpapi"
 	"github.com/veche/veche/internal/signingkey"
 	"github.com/veche/veche/internal/stream"
+	"github.com/veche/veche/internal/tlscert"
 	"github.com/veche/veche/roomserver"
 	"github.com/veche/veche/storage"
 	"github.com/veche/veche/syncapi"
@@ -39,11 +43,17 @@ type Server struct {
 	sync     *syncapi.Sync
 	typing   *typing.Tracker
 	metrics  *httpapi.Metrics
+	fed      *federation.Federation
+	fedTrans *transport.Transport
 
 	clientSrv  *http.Server
 	metricsSrv *http.Server
+	fedSrv     *http.Server // nil when listen.federation is empty
 	clientLn   net.Listener
 	metricsLn  net.Listener
+	fedLn      net.Listener
+	// fedListener is a pre-opened federation listener from Options.
+	fedListener net.Listener
 
 	// bg is the lifetime of background workers; cancelled on Shutdown.
 	bg       context.Context
@@ -58,6 +68,11 @@ type Options struct {
 	Log logrus.FieldLogger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// FederationListener, when set, is used instead of listening on
+	// listen.federation (which should then name its address). Tests open
+	// listeners first so that every server of a federation knows the
+	// others' ports before any starts. Start wraps it in TLS.
+	FederationListener net.Listener
 }
 
 // New opens the database (running migrations), loads or creates the
@@ -106,6 +121,43 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 
 	s.sync = syncapi.New(syncapi.Deps{DB: db, Roomserver: s.rooms, Stream: st, Typing: s.typing, Log: log.WithField("component", "sync"), Now: opts.Now})
 
+	s.fedTrans = transport.New(transport.Options{
+		Hosts: cfg.Federation.Hosts, InsecureSkipVerify: cfg.Federation.InsecureSkipVerify,
+		AllowPrivateNetworks: cfg.Federation.AllowPrivateNetworks, Log: log.WithField("component", "transport"), Now: opts.Now,
+	})
+	s.fed, err = federation.New(federation.Deps{
+		DB: db, Config: cfg, ServerName: spec.ServerName(cfg.ServerName), Key: key, Roomserver: s.rooms,
+		Transport: s.fedTrans, Metrics: s.metrics, Log: log.WithField("component", "federation"), Now: opts.Now,
+	})
+	if err != nil {
+		s.rooms.Stop()
+		db.Close()
+		return nil, err
+	}
+	if cfg.Listen.Federation != "" || opts.FederationListener != nil {
+		now := time.Now
+		if opts.Now != nil {
+			now = opts.Now
+		}
+		cert, created, err := tlscert.LoadOrCreate(cfg.Path(cfg.TLS.CertPath), cfg.Path(cfg.TLS.KeyPath), cfg.ServerName, now())
+		if err != nil {
+			s.rooms.Stop()
+			db.Close()
+			return nil, err
+		}
+		if created {
+			log.WithField("cert", cfg.Path(cfg.TLS.CertPath)).WithField("key", cfg.Path(cfg.TLS.KeyPath)).
+				Warn("Created a self-signed TLS certificate for federation; other servers accept it only with insecure_skip_verify, so install a CA-issued one (or terminate TLS in a proxy) for the public federation")
+		}
+		s.fedSrv = &http.Server{
+			Handler:           s.fed.Handler(),
+			TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+			ReadHeaderTimeout: 30 * time.Second,
+			IdleTimeout:       5 * time.Minute,
+		}
+		s.fedListener = opts.FederationListener
+	}
+
 	rt := httpapi.NewRouter()
 	client.Register(rt)
 	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
@@ -137,19 +189,39 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 
 // Start binds the listeners and starts serving. It does not block.
 func (s *Server) Start() error {
+	var opened []net.Listener
+	fail := func(err error) error {
+		for _, l := range opened {
+			l.Close()
+		}
+		return err
+	}
 	ln, err := net.Listen("tcp", s.cfg.Listen.Client)
 	if err != nil {
-		return fmt.Errorf("listen.client: %w", err)
+		return fail(fmt.Errorf("listen.client: %w", err))
 	}
-	s.clientLn = ln
+	opened = append(opened, ln)
+	var mln, fln net.Listener
 	if s.metricsSrv != nil {
-		mln, err := net.Listen("tcp", s.cfg.Listen.Metrics)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("listen.metrics: %w", err)
+		if mln, err = net.Listen("tcp", s.cfg.Listen.Metrics); err != nil {
+			return fail(fmt.Errorf("listen.metrics: %w", err))
 		}
-		s.metricsLn = mln
+		opened = append(opened, mln)
+	}
+	if s.fedSrv != nil {
+		fln = s.fedListener
+		if fln == nil {
+			if fln, err = net.Listen("tcp", s.cfg.Listen.Federation); err != nil {
+				return fail(fmt.Errorf("listen.federation: %w", err))
+			}
+		}
+	}
+	s.clientLn, s.metricsLn, s.fedLn = ln, mln, fln
+	if mln != nil {
 		s.serve(s.metricsSrv, mln, "metrics")
+	}
+	if fln != nil {
+		s.serve(s.fedSrv, tls.NewListener(fln, s.fedSrv.TLSConfig), "federation")
 	}
 	s.serve(s.clientSrv, ln, "client")
 	s.workers.Add(1)
@@ -157,7 +229,11 @@ func (s *Server) Start() error {
 		defer s.workers.Done()
 		s.accounts.Run(s.bg)
 	}()
-	s.log.WithField("client", ln.Addr().String()).WithField("server_name", s.cfg.ServerName).Info("Veche is listening")
+	entry := s.log.WithField("client", ln.Addr().String()).WithField("server_name", s.cfg.ServerName)
+	if fln != nil {
+		entry = entry.WithField("federation", fln.Addr().String())
+	}
+	entry.Info("Veche is listening")
 	return nil
 }
 
@@ -182,6 +258,18 @@ func (s *Server) MetricsAddr() net.Addr {
 	return s.metricsLn.Addr()
 }
 
+// FederationAddr is the bound address of the federation listener, or nil
+// when federation is off.
+func (s *Server) FederationAddr() net.Addr {
+	if s.fedLn == nil {
+		return nil
+	}
+	return s.fedLn.Addr()
+}
+
+// Federation exposes the federation component (key ring, client, ACLs).
+func (s *Server) Federation() *federation.Federation { return s.fed }
+
 // Roomserver exposes the room state machine (for tests and, later, the
 // federation component).
 func (s *Server) Roomserver() *roomserver.Roomserver { return s.rooms }
@@ -196,7 +284,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdown.Do(func() {
 		s.sync.Close()
 		var errs []error
-		for _, srv := range []*http.Server{s.clientSrv, s.metricsSrv} {
+		for _, srv := range []*http.Server{s.clientSrv, s.metricsSrv, s.fedSrv} {
 			if srv == nil {
 				continue
 			}
@@ -205,7 +293,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				srv.Close()
 			}
 		}
+		if s.fedLn == nil && s.fedListener != nil {
+			// Never started: the listener we were given is ours to close.
+			s.fedListener.Close()
+		}
 		s.stopBg()
+		s.fedTrans.Close()
 		s.rooms.Stop()
 		s.typing.Close()
 		s.workers.Wait()

@@ -36,7 +36,7 @@ var listeningRE = regexp.MustCompile(`msg="Veche is listening" client="?([0-9.:]
 // startVeche runs veche as a child process and returns its client URL.
 func startVeche(t *testing.T, dir, dbURL string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "serve", "--config", filepath.Join(dir, "veche.yaml"), "--listen-client", "127.0.0.1:0",
+	cmd := exec.Command(os.Args[0], "serve", "--config", filepath.Join(dir, "veche.yaml"), "--listen-client", "127.0.0.1:0", "--listen-federation", "127.0.0.1:0",
 		"--database-url", dbURL, "--set", "registration.enabled=true", "--set", "rate_limits.enabled=false",
 		"--set", "password.argon2.memory_kib=64", "--set", "password.argon2.iterations=1")
 	cmd.Env = append(os.Environ(), runMainEnv+"=1")

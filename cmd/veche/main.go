@@ -18,11 +18,9 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-)
 
-// Version is the release version, set at build time with
-// -ldflags "-X main.Version=…".
-var Version = "0.1.0-dev"
+	"github.com/veche/veche/internal/version"
+)
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -95,7 +93,7 @@ func run(env *environment, args []string) error {
 	case "user":
 		return cmdUser(env, args[1:])
 	case "version":
-		fmt.Fprintln(env.stdout, "veche", Version)
+		fmt.Fprintln(env.stdout, "veche", version.Version)
 		return nil
 	case "help":
 		fmt.Fprint(env.stdout, usage)

@@ -21,6 +21,7 @@ import (
 	"github.com/veche/veche/config"
 	"github.com/veche/veche/internal/signingkey"
 	"github.com/veche/veche/internal/testdb"
+	"github.com/veche/veche/internal/version"
 	"github.com/veche/veche/storage"
 )
 
@@ -145,7 +146,7 @@ func TestSimpleCommands(t *testing.T) {
 		wantStderr string // substring
 		wantErr    string // substring
 	}{
-		{name: "version", args: []string{"version"}, wantStdout: "veche " + Version + "\n"},
+		{name: "version", args: []string{"version"}, wantStdout: "veche " + version.Version + "\n"},
 		{name: "help", args: []string{"help"}, wantStdout: "Usage: veche <command>"},
 		{name: "-h", args: []string{"-h"}, wantStdout: "Usage: veche <command>"},
 		{name: "--help", args: []string{"--help"}, wantStdout: "Commands:"},
@@ -572,7 +573,7 @@ func TestServeFirstStartAndRestart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "veche.yaml")
-	args := []string{"serve", "--config", path, "--listen-client", "127.0.0.1:0", "--set", "password.argon2.memory_kib=64"}
+	args := []string{"serve", "--config", path, "--listen-client", "127.0.0.1:0", "--listen-federation", "127.0.0.1:0", "--set", "password.argon2.memory_kib=64"}
 
 	first := serve(t, nil, args...)
 	for _, want := range []string{"Created " + path, `Veche is running for server name "localhost"`, "veche user create alice --admin --config " + path} {
@@ -642,7 +643,7 @@ func TestServeFirstStartSettings(t *testing.T) {
 			for i, f := range tt.flags {
 				flags[i] = strings.ReplaceAll(f, "TESTDB", dbURL)
 			}
-			serve(t, tt.getenv, append([]string{"serve", "--config", path, "--listen-client", "127.0.0.1:0", "--set", "password.argon2.memory_kib=64"}, flags...)...)
+			serve(t, tt.getenv, append([]string{"serve", "--config", path, "--listen-client", "127.0.0.1:0", "--listen-federation", "127.0.0.1:0", "--set", "password.argon2.memory_kib=64"}, flags...)...)
 			cfg, _, err := config.Load(path, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -684,7 +685,7 @@ func TestServeRefuses(t *testing.T) {
 				runOK(t, "", "generate-config", "--server-name", "example.org", "--output", path)
 				replaceIn(t, path, "format: text", "format: xml")
 			},
-			flags:   []string{"--listen-client", "127.0.0.1:0"},
+			flags:   []string{"--listen-client", "127.0.0.1:0", "--listen-federation", "127.0.0.1:0"},
 			wantErr: "log.format",
 		},
 	}

@@ -41,11 +41,12 @@ func cmdServe(env *environment, args []string) error {
 	cf.register(fs)
 	serverName := fs.String("server-name", "", "server name for a config created on first start (also sets server_name)")
 	listen := fs.String("listen-client", "", "host:port of the client API (sets listen.client)")
+	listenFed := fs.String("listen-federation", "", "host:port of the federation TLS listener (sets listen.federation)")
 	dbURL := fs.String("database-url", "", "database URL (sets database.url)")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
-	for key, v := range map[string]string{"server_name": *serverName, "listen.client": *listen, "database.url": *dbURL} {
+	for key, v := range map[string]string{"server_name": *serverName, "listen.client": *listen, "listen.federation": *listenFed, "database.url": *dbURL} {
 		if v != "" {
 			cf.overrides[key] = v
 		}

@@ -8,6 +8,8 @@ package testserver
 import (
 	"context"
 	"io"
+	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -28,6 +30,7 @@ type Server struct {
 	Config *config.Config
 	t      testing.TB
 	setup  Setup
+	fedLn  net.Listener // pre-opened, for the first start
 }
 
 // Setup is what options may change before the server starts.
@@ -48,9 +51,54 @@ func WithConfig(f func(*config.Config)) Option { return func(s *Setup) { f(s.Con
 // Start runs a server for the duration of the test.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
+	s := prepare(t, "test.veche", "127.0.0.1:0", opts)
+	s.start()
+	return s
+}
+
+// StartFederation runs one server per name (for instance "a.test",
+// "b.test") that federate with one another: each config maps every name
+// to that server's federation listener in federation.hosts and accepts
+// the others' self-signed certificates on loopback. The listeners are
+// opened before any server starts, so the ports are known up front and
+// stay the same across Restart. Options apply to every server; tell them
+// apart by Config.ServerName.
+func StartFederation(t testing.TB, names []string, opts ...Option) []*Server {
+	t.Helper()
+	lns := make([]net.Listener, len(names))
+	hosts := map[string]string{}
+	for i, name := range names {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() }) // a no-op once a server took it
+		lns[i] = ln
+		hosts[name] = ln.Addr().String()
+	}
+	servers := make([]*Server, len(names))
+	for i, name := range names {
+		fedOpts := append([]Option{WithConfig(func(c *config.Config) {
+			c.Federation.Hosts = maps.Clone(hosts)
+			c.Federation.InsecureSkipVerify = true
+			c.Federation.AllowPrivateNetworks = true
+		})}, opts...)
+		s := prepare(t, name, hosts[name], fedOpts)
+		s.fedLn = lns[i]
+		servers[i] = s
+	}
+	for _, s := range servers {
+		s.start()
+	}
+	return servers
+}
+
+// prepare writes and loads a server's config and applies the options.
+func prepare(t testing.TB, serverName, fedAddr string, opts []Option) *Server {
+	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "veche.yaml")
-	data, err := config.Generate(config.GenerateOptions{ServerName: "test.veche", DatabaseURL: testdb.URL(t)})
+	data, err := config.Generate(config.GenerateOptions{ServerName: serverName, DatabaseURL: testdb.URL(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,6 +107,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	}
 	cfg, _, err := config.Load(path, map[string]any{
 		"listen.client":               "127.0.0.1:0",
+		"listen.federation":           fedAddr,
 		"registration.enabled":        true,
 		"rate_limits.enabled":         false,
 		"password.argon2.memory_kib":  64,
@@ -75,14 +124,14 @@ func Start(t testing.TB, opts ...Option) *Server {
 	if err := cfg.Verify(); err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Config: cfg, t: t, setup: setup}
-	s.start()
-	return s
+	return &Server{Config: cfg, t: t, setup: setup}
 }
 
 func (s *Server) start() {
 	s.t.Helper()
-	srv, err := server.New(context.Background(), s.Config, server.Options{Log: s.setup.Log, Now: s.setup.Now})
+	fedLn := s.fedLn
+	s.fedLn = nil // only the first start uses it; Shutdown closes it
+	srv, err := server.New(context.Background(), s.Config, server.Options{Log: s.setup.Log, Now: s.setup.Now, FederationListener: fedLn})
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -92,8 +141,12 @@ func (s *Server) start() {
 	}
 	s.Server = srv
 	s.URL = "http://" + srv.ClientAddr().String()
-	// Later restarts keep the same port, so clients can keep their URL.
+	// Later restarts keep the same ports, so clients and other servers can
+	// keep their addresses.
 	s.Config.Listen.Client = srv.ClientAddr().String()
+	if a := srv.FederationAddr(); a != nil {
+		s.Config.Listen.Federation = a.String()
+	}
 	current := srv
 	s.t.Cleanup(func() { s.stop(current) })
 }

@@ -79,6 +79,7 @@ log "starting veche in $tmp"
   cd "$tmp"
   exec ./veche serve --config "$tmp/veche.yaml" \
     --listen-client 127.0.0.1:0 \
+    --listen-federation 127.0.0.1:0 \
     --database-url sqlite://veche.db \
     --set registration.enabled=true \
     --set rate_limits.enabled=false \
