@@ -9,11 +9,13 @@
 // m.typing again, and Users(room) is the complete list to send (clients
 // replace their list, spec). Long-polls are woken through the global
 // stream's Wake when a room's typing list changes, including on expiry.
+// Listeners (Listen) hear of each change, for the federation sender.
 package typing
 
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/veche/veche/internal/stream"
@@ -44,6 +46,22 @@ type Tracker struct {
 	next  time.Time // earliest expiry over all rooms; zero when none
 	// closed stops timers from being armed or acting.
 	closed bool
+
+	// listeners hear of every change (Listen); changes are recorded under
+	// mu in order and handed out under dispatch, so that each listener
+	// sees one user's changes in the order they happened.
+	listeners []func(roomID, userID string, typing bool)
+	changes   []change
+	// noted is set with changes, so that the common call without any
+	// skips the dispatch locks.
+	noted    atomic.Bool
+	dispatch sync.Mutex
+}
+
+// change is one user starting (or still) typing in a room, or stopping.
+type change struct {
+	roomID, userID string
+	typing         bool
 }
 
 type room struct {
@@ -95,10 +113,12 @@ func (t *Tracker) Set(roomID, userID string, typing bool, timeout time.Duration,
 		}
 		changed = !was
 		r.wake = slices.Clone(wake)
+		t.note(roomID, userID, true)
 	} else if r != nil {
 		if _, was := r.expires[userID]; was {
 			delete(r.expires, userID)
 			changed = true
+			t.note(roomID, userID, false)
 			r.wake = slices.Clone(wake)
 			if len(r.expires) == 0 {
 				t.idle++
@@ -187,12 +207,13 @@ func (t *Tracker) sweep(now time.Time) []string {
 		return nil
 	}
 	var wakes []string
-	for _, r := range t.rooms {
+	for id, r := range t.rooms {
 		changed := false
 		for u, exp := range r.expires {
 			if !now.Before(exp) {
 				delete(r.expires, u)
 				changed = true
+				t.note(id, u, false)
 			}
 		}
 		if changed {
@@ -281,8 +302,46 @@ func (t *Tracker) prune() {
 	t.floor = t.pos
 }
 
+// wake wakes the users' long-polls and tells the listeners of the
+// changes recorded so far. Callers hold no lock.
 func (t *Tracker) wake(users []string) {
 	if len(users) > 0 && t.st != nil {
 		t.st.Wake(users)
+	}
+	if !t.noted.Load() {
+		return
+	}
+	t.dispatch.Lock()
+	defer t.dispatch.Unlock()
+	t.mu.Lock()
+	changes, listeners := t.changes, t.listeners
+	t.changes = nil
+	t.noted.Store(false)
+	t.mu.Unlock()
+	for _, c := range changes {
+		for _, fn := range listeners {
+			fn(c.roomID, c.userID, c.typing)
+		}
+	}
+}
+
+// Listen adds fn to the functions told of every change: a user starting
+// to type, typing again before the timeout ran out (so that a listener
+// can refresh the timeout elsewhere, such as on other servers), and
+// stopping by request or by expiry. Expiry is noticed by the timers or by
+// the next call that looks, whichever comes first. fn is called without
+// locks held but must not block: it runs on the caller's request path.
+// Every user's changes are reported, local or not; the listener filters.
+func (t *Tracker) Listen(fn func(roomID, userID string, typing bool)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.listeners = append(t.listeners, fn)
+}
+
+// note records a change for the listeners; t.mu is held.
+func (t *Tracker) note(roomID, userID string, typing bool) {
+	if len(t.listeners) > 0 {
+		t.changes = append(t.changes, change{roomID: roomID, userID: userID, typing: typing})
+		t.noted.Store(true)
 	}
 }

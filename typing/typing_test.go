@@ -257,3 +257,36 @@ func TestConcurrentUse(t *testing.T) {
 	wg.Wait()
 	tr.Close()
 }
+
+func TestListenersHearStartsRefreshesStopsAndExpiry(t *testing.T) {
+	tr, _, c := newFake(t)
+	var mu sync.Mutex
+	var got []string
+	tr.Listen(func(roomID, userID string, typing bool) {
+		mu.Lock()
+		got = append(got, fmt.Sprintf("%s %s %v", roomID, userID, typing))
+		mu.Unlock()
+	})
+	take := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		out := got
+		got = nil
+		return out
+	}
+	tr.Set(testRoom, "@alice:x", true, 10*time.Second, nil)
+	tr.Set(testRoom, "@alice:x", true, 10*time.Second, nil) // a refresh
+	tr.Set(testRoom, "@bob:x", true, 5*time.Second, nil)
+	tr.Set(testRoom, "@alice:x", false, 0, nil)
+	tr.Set(testRoom, "@alice:x", false, 0, nil) // not typing: no change
+	want := []string{"!r:x @alice:x true", "!r:x @alice:x true", "!r:x @bob:x true", "!r:x @alice:x false"}
+	if g := take(); !slices.Equal(g, want) {
+		t.Fatalf("heard %q, want %q", g, want)
+	}
+	// Expiry is heard by whichever call notices it first.
+	c.advance(6 * time.Second)
+	tr.Users(testRoom)
+	if g := take(); !slices.Equal(g, []string{"!r:x @bob:x false"}) {
+		t.Fatalf("after expiry heard %q", g)
+	}
+}

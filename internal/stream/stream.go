@@ -23,6 +23,14 @@ type Stream struct {
 
 	// waiters are the long-polling readers by user ID.
 	waiters map[string]map[*waiter]struct{}
+	// all are the readers of every write (SubscribeAll).
+	all map[*waiter]struct{}
+	// deferred holds the users of writes released while an earlier
+	// position was still in flight, by the write's last position: waking
+	// them at once would let them read up to a Current() below their
+	// write, find nothing and wait again, so they are woken when Current
+	// reaches it.
+	deferred map[int64][]string
 }
 
 type waiter struct {
@@ -31,7 +39,8 @@ type waiter struct {
 
 // New starts a stream after the highest position already persisted.
 func New(persisted int64) *Stream {
-	return &Stream{next: persisted + 1, current: persisted, inflight: map[int64]bool{}, waiters: map[string]map[*waiter]struct{}{}}
+	return &Stream{next: persisted + 1, current: persisted, inflight: map[int64]bool{},
+		waiters: map[string]map[*waiter]struct{}{}, all: map[*waiter]struct{}{}, deferred: map[int64][]string{}}
 }
 
 // Reserve takes n consecutive positions and returns the first. Every
@@ -49,16 +58,36 @@ func (s *Stream) Reserve(n int) int64 {
 
 // Release ends the reservation of [first, first+n) and wakes the users
 // the writes concern (none when the write failed). Readers then see the
-// new positions as soon as every earlier reservation is released too.
+// new positions as soon as every earlier reservation is released too;
+// the users are woken only then, and so are the SubscribeAll readers
+// whenever Current advances.
 func (s *Stream) Release(first int64, n int, users []string) {
 	s.mu.Lock()
 	for p := first; p < first+int64(n); p++ {
 		delete(s.inflight, p)
 	}
+	before := s.current
 	for s.current+1 < s.next && !s.inflight[s.current+1] {
 		s.current++
 	}
+	if last := first + int64(n) - 1; last > s.current && len(users) > 0 {
+		s.deferred[last] = append(s.deferred[last], users...)
+		users = nil
+	}
+	var all []*waiter
+	if s.current > before {
+		for p, us := range s.deferred {
+			if p <= s.current {
+				users = append(users, us...)
+				delete(s.deferred, p)
+			}
+		}
+		for w := range s.all {
+			all = append(all, w)
+		}
+	}
 	s.mu.Unlock()
+	notify(all)
 	s.Wake(users)
 }
 
@@ -97,12 +126,13 @@ func (s *Stream) Write(n int, users []string, fn func(first int64) error) error 
 	return err
 }
 
-// Subscription receives wake-ups for one user. Subscribe before looking
-// for changes, then wait on C: a write that lands between the look and the
-// wait still wakes the reader.
+// Subscription receives wake-ups for one user, or for every write
+// (SubscribeAll). Subscribe before looking for changes, then wait on C: a
+// write that lands between the look and the wait still wakes the reader.
 type Subscription struct {
 	s    *Stream
 	user string
+	all  bool
 	w    *waiter
 }
 
@@ -118,6 +148,17 @@ func (s *Stream) Subscribe(user string) *Subscription {
 	return &Subscription{s: s, user: user, w: w}
 }
 
+// SubscribeAll starts receiving a wake-up whenever Current advances
+// (whoever the writes concern) and on WakeAll: for consumers of the whole
+// stream such as the federation sender. Close it when done.
+func (s *Stream) SubscribeAll() *Subscription {
+	w := &waiter{ch: make(chan struct{}, 1)}
+	s.mu.Lock()
+	s.all[w] = struct{}{}
+	s.mu.Unlock()
+	return &Subscription{s: s, all: true, w: w}
+}
+
 // C fires when something was written for the user. A wake-up only means
 // "look again": the reader filters what concerns it.
 func (sub *Subscription) C() <-chan struct{} { return sub.w.ch }
@@ -126,9 +167,13 @@ func (sub *Subscription) C() <-chan struct{} { return sub.w.ch }
 func (sub *Subscription) Close() {
 	s := sub.s
 	s.mu.Lock()
-	delete(s.waiters[sub.user], sub.w)
-	if len(s.waiters[sub.user]) == 0 {
-		delete(s.waiters, sub.user)
+	if sub.all {
+		delete(s.all, sub.w)
+	} else {
+		delete(s.waiters[sub.user], sub.w)
+		if len(s.waiters[sub.user]) == 0 {
+			delete(s.waiters, sub.user)
+		}
 	}
 	s.mu.Unlock()
 }
@@ -143,19 +188,20 @@ func (s *Stream) WakeAll() {
 			wake = append(wake, w)
 		}
 	}
-	s.mu.Unlock()
-	for _, w := range wake {
-		select {
-		case w.ch <- struct{}{}:
-		default:
-		}
+	for w := range s.all {
+		wake = append(wake, w)
 	}
+	s.mu.Unlock()
+	notify(wake)
 }
 
 // Wake wakes the given users' readers without taking a position: for
 // in-memory changes (typing) that have their own counter, since a
 // position of this stream must stand for something persisted.
 func (s *Stream) Wake(users []string) {
+	if len(users) == 0 {
+		return
+	}
 	s.mu.Lock()
 	var wake []*waiter
 	for _, u := range users {
@@ -164,7 +210,13 @@ func (s *Stream) Wake(users []string) {
 		}
 	}
 	s.mu.Unlock()
-	for _, w := range wake {
+	notify(wake)
+}
+
+// notify wakes waiters without blocking: a pending wake-up already says
+// "look again".
+func notify(ws []*waiter) {
+	for _, w := range ws {
 		select {
 		case w.ch <- struct{}{}:
 		default:

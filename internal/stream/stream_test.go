@@ -89,3 +89,71 @@ func TestConcurrentWritersNeverExposeUncommitted(t *testing.T) {
 		t.Fatalf("current = %d", s.Current())
 	}
 }
+
+func woken(sub *Subscription) bool {
+	select {
+	case <-sub.C():
+		return true
+	default:
+		return false
+	}
+}
+
+func TestSubscribeAllWakesWhenCurrentAdvances(t *testing.T) {
+	s := New(0)
+	all := s.SubscribeAll()
+	defer all.Close()
+	// A write for any user, or for none, wakes the whole-stream reader.
+	_ = s.Write(1, []string{"@alice:x"}, func(int64) error { return nil })
+	if !woken(all) {
+		t.Fatal("not woken by a write")
+	}
+	_ = s.Write(1, nil, func(int64) error { return nil })
+	if !woken(all) {
+		t.Fatal("not woken by a write without users")
+	}
+	// A later write released before an earlier one is not readable yet:
+	// no wake-up until the earlier one is released, failed or not.
+	a := s.Reserve(1)
+	b := s.Reserve(1)
+	s.Release(b, 1, []string{"@bob:x"})
+	if woken(all) {
+		t.Fatal("woken before Current advanced")
+	}
+	s.Release(a, 1, nil)
+	if !woken(all) || s.Current() != b {
+		t.Fatalf("not woken when Current reached %d (current %d)", b, s.Current())
+	}
+	s.WakeAll()
+	if !woken(all) {
+		t.Fatal("not woken by WakeAll")
+	}
+	all.Close()
+	_ = s.Write(1, nil, func(int64) error { return nil })
+	if woken(all) {
+		t.Fatal("woken after Close")
+	}
+}
+
+func TestUserWakeWaitsForEarlierWrites(t *testing.T) {
+	s := New(0)
+	bob := s.Subscribe("@bob:x")
+	defer bob.Close()
+	a := s.Reserve(1)
+	b := s.Reserve(1)
+	// Bob's write is done but position a is still being written: waking
+	// Bob now would have him read up to a Current below his write.
+	s.Release(b, 1, []string{"@bob:x"})
+	if woken(bob) {
+		t.Fatal("bob woken while his write is not readable")
+	}
+	// The earlier write fails and wakes nobody itself; Bob's deferred
+	// wake-up fires because Current now covers his write.
+	s.Release(a, 1, nil)
+	if !woken(bob) {
+		t.Fatal("bob not woken once his write became readable")
+	}
+	if len(s.deferred) != 0 {
+		t.Fatalf("deferred wake-ups left: %v", s.deferred)
+	}
+}
