@@ -29,7 +29,9 @@ import (
 	"github.com/veche/veche/internal/signingkey"
 	"github.com/veche/veche/internal/version"
 	"github.com/veche/veche/roomserver"
+	"github.com/veche/veche/internal/stream"
 	"github.com/veche/veche/storage"
+	"github.com/veche/veche/typing"
 )
 
 // clientTimeout bounds one outbound federation request (connect, send,
@@ -45,6 +47,9 @@ type Deps struct {
 	// Config.OldSigningKeys.
 	Key        signingkey.Key
 	Roomserver *roomserver.Roomserver
+	// Stream and Typing receive what remote servers' EDUs change.
+	Stream *stream.Stream
+	Typing *typing.Tracker
 	// Transport carries outbound requests (matrix-federation:// URLs).
 	Transport http.RoundTripper
 	// Metrics may be nil.
@@ -73,6 +78,12 @@ type Federation struct {
 	deny    []string           // lower-cased globs
 	acls    *aclCache
 	handler http.Handler
+
+	rooms *roomFed
+	txns  *transactions
+	// OnInbound is told of every server that sends us a transaction (so
+	// the sender can retry what it owes that server at once); may be nil.
+	OnInbound func(spec.ServerName)
 }
 
 // New builds the federation component.
@@ -137,6 +148,11 @@ func New(d Deps) (*Federation, error) {
 		})
 	}
 	f.keyRing = &gomatrixserverlib.KeyRing{KeyDatabase: f.keys, KeyFetchers: fetchers}
+	f.rooms = &roomFed{
+		serverName: f.serverName, key: d.Key, rs: d.Roomserver, client: f.client, keys: f.keyRing,
+		log: d.Log, now: d.Now,
+	}
+	f.txns = &transactions{rf: f.rooms, db: d.DB, typing: d.Typing, stream: d.Stream, acl: f.checkACL}
 
 	rt := httpapi.NewRouter()
 	f.registerRoutes(rt)

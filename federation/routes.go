@@ -8,4 +8,5 @@ func (f *Federation) registerRoutes(rt *httpapi.Router) {
 	f.registerVersionRoutes(rt)
 	f.registerKeyRoutes(rt)
 	f.registerQueryRoutes(rt)
+	f.registerRoomRoutes(rt)
 }

@@ -114,10 +114,6 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		Log: log.WithField("component", "roomserver"), Now: opts.Now,
 	})
 	s.typing = typing.New(st, opts.Now)
-	client := clientapi.New(clientapi.Deps{
-		Config: cfg, Accounts: s.accounts, DB: db, Roomserver: s.rooms, Stream: st, Typing: s.typing,
-		Log: log.WithField("component", "clientapi"), Now: opts.Now,
-	})
 
 	s.sync = syncapi.New(syncapi.Deps{DB: db, Roomserver: s.rooms, Stream: st, Typing: s.typing, Log: log.WithField("component", "sync"), Now: opts.Now})
 
@@ -127,7 +123,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	})
 	s.fed, err = federation.New(federation.Deps{
 		DB: db, Config: cfg, ServerName: spec.ServerName(cfg.ServerName), Key: key, Roomserver: s.rooms,
-		Transport: s.fedTrans, Metrics: s.metrics, Log: log.WithField("component", "federation"), Now: opts.Now,
+		Stream: st, Typing: s.typing, Transport: s.fedTrans, Metrics: s.metrics, Log: log.WithField("component", "federation"), Now: opts.Now,
 	})
 	if err != nil {
 		s.rooms.Stop()
@@ -158,6 +154,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		s.fedListener = opts.FederationListener
 	}
 
+	var fedForClients clientapi.Federation
+	if s.fedSrv != nil {
+		fedForClients = s.fed
+	}
+	client := clientapi.New(clientapi.Deps{
+		Config: cfg, Accounts: s.accounts, DB: db, Roomserver: s.rooms, Stream: st, Typing: s.typing,
+		Federation: fedForClients, Log: log.WithField("component", "clientapi"), Now: opts.Now,
+	})
 	rt := httpapi.NewRouter()
 	client.Register(rt)
 	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
