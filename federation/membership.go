@@ -453,13 +453,15 @@ func (rf *roomFed) receiveInvite(ctx context.Context, origin spec.ServerName, ro
 	if pdu.Redacted() {
 		return nil, mxerr.BadJSON("The event's content hash does not match")
 	}
-	if errs := rf.verify(ctx, []gomatrixserverlib.PDU{pdu}); errs[0] != nil {
-		return nil, mxerr.Forbidden("The event's signatures are not valid: " + errs[0].Error())
-	}
+	// An invite must carry the invitee's server's signature too: ours,
+	// added first, then all of them are checked.
 	verImpl, _ := gomatrixserverlib.GetRoomVersion(version)
 	signed := pdu.Sign(string(rf.serverName), rf.key.ID, rf.key.PrivateKey)
 	if pdu, err = verImpl.NewEventFromTrustedJSON(signed.JSON(), false); err != nil {
 		return nil, err
+	}
+	if errs := rf.verify(ctx, []gomatrixserverlib.PDU{pdu}); errs[0] != nil {
+		return nil, mxerr.Forbidden("The event's signatures are not valid: " + errs[0].Error())
 	}
 	if room, err := rf.rs.Room(ctx, roomID); err == nil {
 		if ext, err := rf.rs.Extremities(ctx, room); err == nil && len(ext) > 0 {

@@ -118,3 +118,45 @@ func TestJoinRemoteRoomAndTalk(t *testing.T) {
 	}
 	waitFor(t, alice, roomID, "bob's message on a.test", isMessage("hello alice"))
 }
+
+func TestInviteRejectAndJoinAcrossServers(t *testing.T) {
+	servers := testserver.StartFederation(t, []string{"a.test", "b.test"})
+	a, b := servers[0], servers[1]
+	alice := user(t, a, "alice")
+	bob := user(t, b, "bob")
+
+	// A private room: bob can only come in by invitation.
+	created, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roomID := created.RoomID
+	if _, err := bob.JoinRoom(bg, string(roomID), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err == nil {
+		t.Fatal("bob joined an invite-only room uninvited")
+	}
+	if _, err := alice.InviteUser(bg, roomID, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatalf("inviting a remote user: %v", err)
+	}
+	inv := waitFor(t, bob, roomID, "the invite on b.test", isMember(bob.UserID, "invite"))
+	_ = inv
+	// Bob rejects: the leave goes back through a.test.
+	if _, err := bob.LeaveRoom(bg, roomID); err != nil {
+		t.Fatalf("rejecting a remote invite: %v", err)
+	}
+	waitFor(t, alice, roomID, "bob's rejection on a.test", isMember(bob.UserID, "leave"))
+
+	// Invited again, bob accepts: the join goes through the inviter's
+	// server without the client naming it.
+	if _, err := alice.InviteUser(bg, roomID, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, bob, roomID, "the second invite", isMember(bob.UserID, "invite"))
+	if _, err := bob.JoinRoom(bg, string(roomID), nil); err != nil {
+		t.Fatalf("accepting a remote invite: %v", err)
+	}
+	waitFor(t, alice, roomID, "bob's join on a.test", isMember(bob.UserID, "join"))
+	members, err := bob.JoinedMembers(bg, roomID)
+	if err != nil || len(members.Joined) != 2 {
+		t.Fatalf("bob's view of the members: %+v, %v", members, err)
+	}
+}
