@@ -1,7 +1,6 @@
 package federation_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -12,7 +11,7 @@ import (
 	"github.com/veche/veche/internal/testserver"
 )
 
-var bg = context.Background()
+var bg = ctx
 
 // user registers a mautrix client on a test server.
 func user(t *testing.T, s *testserver.Server, name string) *mautrix.Client {

@@ -73,7 +73,8 @@ func (t *transactions) handle(ctx context.Context, origin spec.ServerName, txnID
 		return nil, mxerr.BadJSON("Invalid transaction: " + err.Error())
 	}
 	if len(txn.PDUs) > maxTxnPDUs || len(txn.EDUs) > maxTxnEDUs {
-		return nil, mxerr.TooLarge("A transaction carries at most 50 PDUs and 100 EDUs")
+		// Synapse answers 400 too; the spec names no status for this.
+		return nil, mxerr.BadJSON("A transaction carries at most 50 PDUs and 100 EDUs")
 	}
 	if txn.Origin != "" && txn.Origin != origin {
 		return nil, mxerr.Forbidden("The transaction's origin is not the requesting server")
