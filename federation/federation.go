@@ -27,9 +27,9 @@ import (
 	"github.com/veche/veche/internal/httpapi"
 	"github.com/veche/veche/internal/ratelimit"
 	"github.com/veche/veche/internal/signingkey"
+	"github.com/veche/veche/internal/stream"
 	"github.com/veche/veche/internal/version"
 	"github.com/veche/veche/roomserver"
-	"github.com/veche/veche/internal/stream"
 	"github.com/veche/veche/storage"
 	"github.com/veche/veche/typing"
 )
