@@ -167,6 +167,20 @@ func (s *Server) Restart() {
 	s.start()
 }
 
+// Down stops the server (as a crash or an outage would, after draining
+// in-flight requests); Up starts it again on the same database, signing
+// key and ports. Other servers see it as unreachable in between.
+func (s *Server) Down() {
+	s.t.Helper()
+	s.stop(s.Server)
+}
+
+// Up starts a server stopped with Down.
+func (s *Server) Up() {
+	s.t.Helper()
+	s.start()
+}
+
 // Logger returns a logger that is silent unless VECHE_TEST_LOG names a
 // level.
 func Logger() *logrus.Logger {
