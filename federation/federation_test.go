@@ -123,7 +123,6 @@ func TestUnknownEndpoint(t *testing.T) {
 	}
 }
 
-
 // Restart keeps the federation port, so the other servers' hosts entries
 // stay right.
 func TestRestartKeepsFederationPort(t *testing.T) {
