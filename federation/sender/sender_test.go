@@ -739,9 +739,66 @@ func TestReceiptsAndTypingBecomeEDUs(t *testing.T) {
 	}
 	// The stop replaces a start still waiting, so a single stop is fine
 	// as well.
-	if len(got) > 2 || len(got) == 2 && got[0] != `{"room_id":"!r:local.test","typing":true,"user_id":"@alice:local.test"}` {
+	start := `{"room_id":"!r:local.test","typing":true,"user_id":"@alice:local.test"}`
+	if len(got) > 2 || len(got) == 2 && got[0] != start {
 		t.Fatalf("typing EDUs %q", got)
 	}
+
+	// Typing on for longer than other servers' timeout is announced
+	// again every 20 s.
+	for range 2 {
+		tr.Set(r.id, alice, true, 30*time.Second, nil)
+		c := e.client.next(t, "b.test")
+		if len(c.txn.EDUs) != 1 || string(c.txn.EDUs[0].Content) != start {
+			t.Fatalf("typing refresh %+v", c.txn.EDUs)
+		}
+		e.clock.Advance(21 * time.Second)
+	}
+}
+
+func TestEphemeralEDUsExpireWhileBackingOff(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var fail atomic.Bool
+	e.client.on("b.test", func(context.Context, gomatrixserverlib.Transaction) error {
+		if fail.Load() {
+			return errServer
+		}
+		return nil
+	})
+	s := e.sender()
+	edu := func(n int) gomatrixserverlib.EDU {
+		return gomatrixserverlib.EDU{Type: "m.test", Content: []byte(fmt.Sprintf(`{"n":%d}`, n))}
+	}
+	queue := func(n int, persistent bool) {
+		if err := s.QueueEDU(t.Context(), []spec.ServerName{"b.test"}, edu(n), persistent); err != nil {
+			t.Fatal(err)
+		}
+	}
+	queue(1, false)
+	if c := e.client.next(t, "b.test"); len(c.txn.EDUs) != 1 || string(c.txn.EDUs[0].Content) != `{"n":1}` {
+		t.Fatalf("ephemeral EDU sent as %+v", c.txn.EDUs)
+	}
+	fail.Store(true)
+	queue(2, true)
+	if c := e.client.next(t, "b.test"); c.err == nil {
+		t.Fatal("expected a failure")
+	}
+	e.clock.nextWait(t)
+	queue(3, false) // waits behind the backoff, and outlives its use
+	fail.Store(false)
+	e.clock.Advance(31 * time.Second)
+	if c := e.client.next(t, "b.test"); c.err != nil || len(c.txn.EDUs) != 1 || string(c.txn.EDUs[0].Content) != `{"n":2}` {
+		t.Fatalf("retry %+v", c)
+	}
+	checkFor(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.dests["b.test"] == nil
+	}, "b.test's worker to finish")
+	e.client.none(t, "b.test")
+	s.Wake("b.test") // not backing off: nothing to do
+	e.client.none(t, "b.test")
 }
 
 func TestDeniedServersAndRoomACL(t *testing.T) {
