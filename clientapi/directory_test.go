@@ -112,7 +112,7 @@ func TestRoomAliases(t *testing.T) {
 		{"not a member", "PUT", fresh, carol.AccessToken, body, 403, "M_FORBIDDEN"},
 		{"no token", "PUT", fresh, "", body, 401, "M_MISSING_TOKEN"},
 		{"resolve unknown", "GET", aliasPath("#unknown:test.veche"), "", nil, 404, "M_NOT_FOUND"},
-		{"resolve remote", "GET", aliasPath("#lobby:elsewhere.example"), "", nil, 404, "M_NOT_FOUND"},
+		{"resolve remote", "GET", aliasPath("#lobby:elsewhere.example"), "", nil, 502, "M_UNKNOWN"},
 		{"resolve malformed", "GET", "/directory/room/lobby", "", nil, 400, "M_INVALID_PARAM"},
 		{"delete unknown", "DELETE", aliasPath("#unknown:test.veche"), alice.AccessToken, nil, 404, "M_NOT_FOUND"},
 		{"delete remote", "DELETE", aliasPath("#lobby:elsewhere.example"), alice.AccessToken, nil, 400, "M_INVALID_PARAM"},
