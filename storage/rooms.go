@@ -610,3 +610,10 @@ func (o ops) PromoteOutlier(ctx context.Context, e *EventRow) error {
 		nullString(e.RelatesTo), nullString(e.RelType))
 	return err
 }
+
+// MemberEventsOf returns a user's accepted membership events in a room
+// that are in the stream, oldest first.
+func (o ops) MemberEventsOf(ctx context.Context, roomNID int64, userID string) ([]EventRow, error) {
+	return scanEvents(o.q.query(ctx, `SELECT `+eventColumns+` FROM rooms_events WHERE room_nid = $1 AND type = 'm.room.member'
+		AND state_key = $2 AND status = 0 AND stream_pos IS NOT NULL ORDER BY stream_pos`, roomNID, userID))
+}
