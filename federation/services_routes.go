@@ -1,0 +1,10 @@
+package federation
+
+import "github.com/veche/veche/internal/httpapi"
+
+// registerServiceRoutes mounts what other servers (and, for OpenID, third
+// parties) ask of this one besides room events: knocking, the room
+// directory, space hierarchies, device lists and keys, OpenID userinfo.
+func (f *Federation) registerServiceRoutes(rt *httpapi.Router) {
+	f.handlePublic(rt, "GET /_matrix/federation/v1/openid/userinfo", f.openIDUserInfo)
+}
