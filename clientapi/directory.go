@@ -395,7 +395,10 @@ func (a *API) publicRooms(r *http.Request, req roomdir.Request) (any, error) {
 		if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(server)); !ok {
 			return nil, mxerr.InvalidParam("Invalid server name")
 		}
-		return nil, mxerr.NotFound("Room directories of other servers need federation, which this server does not offer yet")
+		if a.fed == nil {
+			return nil, errNoFederation
+		}
+		return a.fed.PublicRooms(r.Context(), spec.ServerName(server), req)
 	}
 	return roomdir.New(a.db, a.stream).List(r.Context(), req)
 }

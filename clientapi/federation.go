@@ -9,6 +9,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/veche/veche/internal/mxerr"
+	"github.com/veche/veche/internal/roomdir"
 	"github.com/veche/veche/storage"
 )
 
@@ -29,6 +30,8 @@ type Federation interface {
 	// Profile asks a remote user's server for their profile (one field,
 	// or all when field is "").
 	Profile(ctx context.Context, userID, field string) (map[string]json.RawMessage, error)
+	// PublicRooms asks another server for a page of its room directory.
+	PublicRooms(ctx context.Context, server spec.ServerName, req roomdir.Request) (json.RawMessage, error)
 }
 
 // errNoFederation answers requests that would need other servers when
