@@ -9,4 +9,5 @@ func (f *Federation) registerRoutes(rt *httpapi.Router) {
 	f.registerKeyRoutes(rt)
 	f.registerQueryRoutes(rt)
 	f.registerRoomRoutes(rt)
+	f.registerEventRoutes(rt)
 }
