@@ -29,6 +29,10 @@ type Federation interface {
 	// Profile asks a remote user's server for their profile (one field,
 	// or all when field is "").
 	Profile(ctx context.Context, userID, field string) (map[string]json.RawMessage, error)
+	// Backfill fetches history of a room this server is in from the
+	// other servers in it: up to limit events before the given prev
+	// events, which this server lacks. ctx bounds the time it may take.
+	Backfill(ctx context.Context, room storage.Room, from []string, limit int) error
 }
 
 // errNoFederation answers requests that would need other servers when
