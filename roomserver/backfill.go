@@ -2,6 +2,7 @@ package roomserver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -242,9 +243,9 @@ func (a *actor) inputBackfill(ctx context.Context, events []gomatrixserverlib.PD
 	for _, id := range run.redacted {
 		a.rs.cache.evict(id)
 	}
-	if len(outliers) > 0 {
-		// Promoted outliers may be in the in-memory current state with
-		// their old rows; reload it next time.
+	if len(stored) > 0 {
+		// Promoted outliers and redacted events may be in the in-memory
+		// current state in their old form; reload it next time.
 		a.room = nil
 	}
 	return results, nil
@@ -334,11 +335,11 @@ func (r *backfillRun) store(ctx context.Context, e *Event, stateIDs []string) (I
 	if reason != "" {
 		return res, nil
 	}
-	if e.Type() == spec.MRoomRedaction && e.Redacts() != "" && r.redactionApplies(ctx, e, before.state) {
-		if err := r.tx.SetRedactedBy(ctx, e.Redacts(), e.EventID()); err != nil {
+	if target := redactsOf(e); target != "" && r.redactionApplies(ctx, e, before.state) {
+		if err := r.tx.SetRedactedBy(ctx, target, e.EventID()); err != nil {
 			return res, err
 		}
-		r.redacted = append(r.redacted, e.Redacts())
+		r.redacted = append(r.redacted, target)
 	}
 	if red := r.redactions[e.EventID()]; red != nil && r.redactionApplies(ctx, red, nil) {
 		if err := r.tx.SetRedactedBy(ctx, e.EventID(), red.EventID()); err != nil {
@@ -471,9 +472,9 @@ func (r *backfillRun) fullSnapshot(ctx context.Context, state map[tuple]*Event) 
 // redacting user sent the target, or has the redact level in the state
 // before the redaction (given, or read from the redaction's snapshot).
 func (r *backfillRun) redactionApplies(ctx context.Context, redaction *Event, before map[tuple]*Event) bool {
-	target := r.loader.known(redaction.Redacts())
+	target := r.loader.known(redactsOf(redaction))
 	if target == nil {
-		evs, err := r.loader.load(ctx, []string{redaction.Redacts()})
+		evs, err := r.loader.load(ctx, []string{redactsOf(redaction)})
 		if err != nil || len(evs) == 0 {
 			return false
 		}
@@ -534,11 +535,28 @@ func (a *actor) redactionsOf(ctx context.Context, events []gomatrixserverlib.PDU
 	}
 	out := map[string]*Event{}
 	for _, e := range evs {
-		if t := e.Redacts(); t != "" && out[t] == nil {
+		if t := redactsOf(e); t != "" && out[t] == nil {
 			out[t] = e
 		}
 	}
 	return out, nil
+}
+
+// redactsOf is the target of a redaction: content.redacts from room
+// version 11 on (which gomatrixserverlib's Redacts does not read), the
+// top-level redacts before.
+func redactsOf(e gomatrixserverlib.PDU) string {
+	if e.Type() != spec.MRoomRedaction {
+		return ""
+	}
+	if id := e.Redacts(); id != "" {
+		return id
+	}
+	var c struct {
+		Redacts string `json:"redacts"`
+	}
+	_ = json.Unmarshal(e.Content(), &c)
+	return c.Redacts
 }
 
 // dagOrder sorts events so that each comes after its prev and auth events
