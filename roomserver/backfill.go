@@ -30,7 +30,9 @@ import (
 //     before it), with that state computed from its prev events when this
 //     server holds them, else taken from the caller (the state another
 //     server reported, see NeedStateError). Soft failure does not apply:
-//     it is about the present, and these events are past.
+//     it is about the present, and these events are past. (Outliers that
+//     fail only against that state are kept as soft-failed: they passed
+//     their auth events and may be in use.)
 
 // NeedStateError names backfilled events whose prev events have no place
 // in the DAG here and for which InputBackfill was given no state: the
@@ -284,9 +286,17 @@ func (r *backfillRun) store(ctx context.Context, e *Event, stateIDs []string) (I
 	if err != nil {
 		return res, err
 	}
+	// An outlier passed its auth events when it was stored, and may be
+	// in use (current state, auth of other events): failing only against
+	// the state computed here, it is kept out of the history, not
+	// rejected after the fact.
+	status := storage.EventRejected
 	if reason == "" {
 		if err := gomatrixserverlib.Allowed(e.PDU, authProvider{&stateView{base: before.state}}, userIDForSender); err != nil {
 			reason = "not allowed by the state before it: " + err.Error()
+			if e.NID != 0 {
+				status = storage.EventSoftFailed
+			}
 		}
 	}
 	if before.snap == 0 && len(before.state) > 0 {
@@ -302,7 +312,10 @@ func (r *backfillRun) store(ctx context.Context, e *Event, stateIDs []string) (I
 	after := before
 	if reason != "" {
 		res.Status, res.Reason = InputRejected, reason
-		row.Status, row.RejectionReason = storage.EventRejected, reason
+		if status == storage.EventSoftFailed {
+			res.Status = InputSoftFailed
+		}
+		row.Status, row.RejectionReason = status, reason
 	} else {
 		row.Status, row.StreamPos = storage.EventAccepted, r.pos
 		r.pos++
