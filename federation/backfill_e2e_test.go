@@ -120,3 +120,40 @@ func TestBackfillOnMessages(t *testing.T) {
 		t.Fatalf("bob's membership: %+v", m)
 	}
 }
+
+// TestBackfillJoinedVisibility: history another server may not see comes
+// back redacted; it fills the DAG, and /messages still hides it.
+func TestBackfillJoinedVisibility(t *testing.T) {
+	t.Parallel()
+	servers := testserver.StartFederation(t, []string{"a.test", "b.test"})
+	a, b := servers[0], servers[1]
+	alice := user(t, a, "alice")
+	bob := user(t, b, "bob")
+	created, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat", InitialState: []*event.Event{{
+		Type: event.StateHistoryVisibility, StateKey: new(string),
+		Content: event.Content{Raw: map[string]any{"history_visibility": "joined"}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roomID := created.RoomID
+	for i := 0; i < 3; i++ {
+		if _, err := alice.SendText(bg, roomID, fmt.Sprintf("secret %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := bob.JoinRoom(bg, string(roomID), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	sync1, err := bob.SyncRequest(bg, 0, "", "", false, event.PresenceOnline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := pageBack(t, bob, roomID, sync1.Rooms.Join[roomID].Timeline.PrevBatch, 5)
+	if got := bodies(evs); len(got) != 0 {
+		t.Fatalf("bob reads history from before his join: %v", got)
+	}
+	if len(evs) == 0 || evs[len(evs)-1].Type != event.StateCreate {
+		t.Fatalf("the room's creation (shared history) is not shown: %d events", len(evs))
+	}
+}
