@@ -36,6 +36,10 @@ type Federation interface {
 	Knock(ctx context.Context, userID, roomID string, servers []spec.ServerName, content json.RawMessage) error
 	// PublicRooms asks another server for a page of its room directory.
 	PublicRooms(ctx context.Context, server spec.ServerName, req roomdir.Request) (json.RawMessage, error)
+	// Backfill fetches history of a room this server is in from the
+	// other servers in it: up to limit events before the given prev
+	// events, which this server lacks. ctx bounds the time it may take.
+	Backfill(ctx context.Context, room storage.Room, from []string, limit int) error
 }
 
 // errNoFederation answers requests that would need other servers when

@@ -16,4 +16,5 @@ func (f *Federation) registerRoutes(rt *httpapi.Router) {
 	f.registerQueryRoutes(rt)
 	f.registerRoomRoutes(rt)
 	f.registerServiceRoutes(rt)
+	f.registerEventRoutes(rt)
 }

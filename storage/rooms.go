@@ -38,7 +38,7 @@ type EventRow struct {
 	Sender          string
 	Depth           int64
 	OriginServerTS  int64
-	StreamPos       int64 // 0: not in the stream
+	StreamPos       int64 // 0: not in the stream; negative: backfilled history, below it
 	StateBeforeNID  int64
 	StateAfterNID   int64
 	Status          int
