@@ -212,7 +212,7 @@ func (a *API) knockRoom(r *http.Request) (any, error) {
 	room, err := a.rs.Room(r.Context(), roomID)
 	local := err == nil
 	if local {
-		if local, err = a.inRoom(r.Context(), room); err != nil {
+		if local, err = a.joinLocally(r.Context(), room); err != nil {
 			return nil, err
 		}
 	} else if !errors.Is(err, mxerr.NotFound("")) {

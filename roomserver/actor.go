@@ -413,7 +413,7 @@ func (a *actor) buildRequest(req *request, view *stateView, bs *batchState) (*bu
 			return nil, err
 		}
 		if spec.Type == "m.room.redaction" {
-			if target := e.Redacts(); target != "" && a.redactionApplies(req.ctx, e, view) {
+			if target := redactsOf(e); target != "" && a.redactionApplies(req.ctx, e, view) {
 				b.redacts[target] = e.EventID()
 			}
 		}
@@ -499,7 +499,7 @@ func roomVersionBefore11(v gomatrixserverlib.IRoomVersion) bool {
 // its target (spec, room versions 3+: the redacting user is the original
 // sender, or has the redact power level).
 func (a *actor) redactionApplies(ctx context.Context, redaction *Event, view *stateView) bool {
-	target, err := a.rs.Event(ctx, redaction.Redacts())
+	target, err := a.rs.Event(ctx, redactsOf(redaction))
 	if err != nil || target.RoomNID != a.room.nid || target.Type() == spec.MRoomCreate {
 		return false
 	}

@@ -468,11 +468,11 @@ func (a *actor) storeAccepted(ctx context.Context, e *Event, before map[tuple]*E
 		if err := tx.SetRoomState(ctx, room.nid, currentNID); err != nil {
 			return err
 		}
-		if e.Type() == spec.MRoomRedaction && e.Redacts() != "" && a.redactionApplies(ctx, e, &stateView{base: current}) {
-			if err := tx.SetRedactedBy(ctx, e.Redacts(), e.EventID()); err != nil {
+		if e.Type() == spec.MRoomRedaction && redactsOf(e) != "" && a.redactionApplies(ctx, e, &stateView{base: current}) {
+			if err := tx.SetRedactedBy(ctx, redactsOf(e), e.EventID()); err != nil {
 				return err
 			}
-			redacted = e.Redacts()
+			redacted = redactsOf(e)
 		}
 		room.snapshotNID = currentNID
 		return nil
