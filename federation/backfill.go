@@ -172,47 +172,8 @@ func (f *Federation) backfillFrom(ctx context.Context, server spec.ServerName, r
 	}
 }
 
-// remoteStateBefore asks a server for the state before an event
-// (state_ids), stores the state and auth events this server lacks as
-// outliers, and returns the state's event IDs.
+// remoteStateBefore asks a server for the state before an event and
+// stores what this server lacks of it (see roomFed.remoteStateBefore).
 func (f *Federation) remoteStateBefore(ctx context.Context, server spec.ServerName, room storage.Room, eventID string) ([]string, error) {
-	rf := f.rooms
-	ids, err := rf.client.LookupStateIDs(ctx, f.serverName, server, room.RoomID, eventID)
-	if err != nil {
-		return nil, fmt.Errorf("state_ids: %w", err)
-	}
-	all := append(append([]string{}, ids.StateEventIDs...), ids.AuthEventIDs...)
-	known, err := f.rs.Known(ctx, room, all)
-	if err != nil {
-		return nil, err
-	}
-	var unknown []string
-	seen := map[string]bool{}
-	for _, id := range all {
-		if !known[id] && !seen[id] {
-			seen[id] = true
-			unknown = append(unknown, id)
-		}
-	}
-	var fetched []gomatrixserverlib.PDU
-	if len(unknown) > stateFetchThreshold {
-		st, err := rf.client.LookupState(ctx, f.serverName, server, room.RoomID, eventID, gomatrixserverlib.RoomVersion(room.Version))
-		if err != nil {
-			return nil, fmt.Errorf("state: %w", err)
-		}
-		for _, p := range rf.parseVerified(ctx, append(raws(st.StateEvents), raws(st.AuthEvents)...), room, server) {
-			if seen[p.EventID()] {
-				fetched = append(fetched, p)
-			}
-		}
-	} else {
-		fetched = rf.fetchEvents(ctx, server, room, unknown)
-	}
-	if err := rf.storeOutliers(ctx, server, room, fetched); err != nil {
-		return nil, err
-	}
-	if ids.StateEventIDs == nil {
-		ids.StateEventIDs = []string{}
-	}
-	return ids.StateEventIDs, nil
+	return f.rooms.remoteStateBefore(ctx, server, room, eventID, nil)
 }

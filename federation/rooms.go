@@ -311,19 +311,28 @@ func (rf *roomFed) fetchMissingPrevs(ctx context.Context, from spec.ServerName, 
 }
 
 // inputWithRemoteState inputs pdu with the state before it as from
-// reports it: state_ids, then the events we lack (one by one, or all of
-// /state when many), stored as outliers first.
+// reports it.
 func (rf *roomFed) inputWithRemoteState(ctx context.Context, from spec.ServerName, room storage.Room, pdu gomatrixserverlib.PDU) (roomserver.InputResult, error) {
-	res := roomserver.InputResult{EventID: pdu.EventID()}
-	ids, err := rf.client.LookupStateIDs(ctx, rf.serverName, from, room.RoomID, pdu.EventID())
+	stateIDs, err := rf.remoteStateBefore(ctx, from, room, pdu.EventID(), pdu.AuthEventIDs())
 	if err != nil {
-		return res, fmt.Errorf("state_ids from %s: %w", from, err)
+		return roomserver.InputResult{EventID: pdu.EventID()}, err
 	}
-	all := append(append([]string{}, ids.StateEventIDs...), ids.AuthEventIDs...)
-	all = append(all, pdu.AuthEventIDs()...)
+	return rf.rs.InputWithState(ctx, room.RoomID, pdu, stateIDs)
+}
+
+// remoteStateBefore asks a server for the state before an event
+// (state_ids), stores the state and auth events this server lacks — and
+// extra ones the caller needs — as outliers (one by one, or all of
+// /state when many), and returns the state's event IDs.
+func (rf *roomFed) remoteStateBefore(ctx context.Context, from spec.ServerName, room storage.Room, eventID string, extra []string) ([]string, error) {
+	ids, err := rf.client.LookupStateIDs(ctx, rf.serverName, from, room.RoomID, eventID)
+	if err != nil {
+		return nil, fmt.Errorf("state_ids from %s: %w", from, err)
+	}
+	all := append(append(append([]string{}, ids.StateEventIDs...), ids.AuthEventIDs...), extra...)
 	known, err := rf.rs.Known(ctx, room, all)
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	var unknown []string
 	seen := map[string]bool{}
@@ -335,9 +344,9 @@ func (rf *roomFed) inputWithRemoteState(ctx context.Context, from spec.ServerNam
 	}
 	var fetched []gomatrixserverlib.PDU
 	if len(unknown) > stateFetchThreshold {
-		st, err := rf.client.LookupState(ctx, rf.serverName, from, room.RoomID, pdu.EventID(), gomatrixserverlib.RoomVersion(room.Version))
+		st, err := rf.client.LookupState(ctx, rf.serverName, from, room.RoomID, eventID, gomatrixserverlib.RoomVersion(room.Version))
 		if err != nil {
-			return res, fmt.Errorf("state from %s: %w", from, err)
+			return nil, fmt.Errorf("state from %s: %w", from, err)
 		}
 		for _, p := range rf.parseVerified(ctx, append(raws(st.StateEvents), raws(st.AuthEvents)...), room, from) {
 			if seen[p.EventID()] {
@@ -348,7 +357,10 @@ func (rf *roomFed) inputWithRemoteState(ctx context.Context, from spec.ServerNam
 		fetched = rf.fetchEvents(ctx, from, room, unknown)
 	}
 	if err := rf.storeOutliers(ctx, from, room, fetched); err != nil {
-		return res, err
+		return nil, err
 	}
-	return rf.rs.InputWithState(ctx, room.RoomID, pdu, ids.StateEventIDs)
+	if ids.StateEventIDs == nil {
+		ids.StateEventIDs = []string{}
+	}
+	return ids.StateEventIDs, nil
 }

@@ -573,62 +573,9 @@ func redactsOf(e gomatrixserverlib.PDU) string {
 }
 
 // dagOrder sorts events so that each comes after its prev and auth events
-// among them (depth first, then a topological pass), refusing cycles.
+// among them.
 func dagOrder(byID map[string]gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, error) {
-	ids := make([]string, 0, len(byID))
-	for id := range byID {
-		ids = append(ids, id)
-	}
-	sort.Slice(ids, func(i, j int) bool {
-		a, b := byID[ids[i]], byID[ids[j]]
-		if a.Depth() != b.Depth() {
-			return a.Depth() < b.Depth()
-		}
-		return ids[i] < ids[j]
-	})
-	const (
-		unvisited = iota
-		visiting
-		done
-	)
-	deps := func(e gomatrixserverlib.PDU) []string {
+	return topoOrder(byID, func(e gomatrixserverlib.PDU) []string {
 		return append(append([]string{}, e.PrevEventIDs()...), e.AuthEventIDs()...)
-	}
-	mark := make(map[string]int, len(ids))
-	out := make([]gomatrixserverlib.PDU, 0, len(ids))
-	type frame struct {
-		id   string
-		deps []string
-		next int
-	}
-	// Iterative depth-first search: histories can be thousands deep.
-	for _, root := range ids {
-		if mark[root] != unvisited {
-			continue
-		}
-		stack := []frame{{id: root, deps: deps(byID[root])}}
-		mark[root] = visiting
-		for len(stack) > 0 {
-			top := &stack[len(stack)-1]
-			if top.next < len(top.deps) {
-				dep := top.deps[top.next]
-				top.next++
-				if byID[dep] == nil {
-					continue
-				}
-				switch mark[dep] {
-				case visiting:
-					return nil, mxerr.BadJSON("events form a cycle at " + dep)
-				case unvisited:
-					mark[dep] = visiting
-					stack = append(stack, frame{id: dep, deps: deps(byID[dep])})
-				}
-				continue
-			}
-			mark[top.id] = done
-			out = append(out, byID[top.id])
-			stack = stack[:len(stack)-1]
-		}
-	}
-	return out, nil
+	})
 }

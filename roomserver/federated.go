@@ -156,8 +156,15 @@ func (a *actor) checkAuthEvents(pdu gomatrixserverlib.PDU, loader *dbLoader) str
 }
 
 // authOrder sorts events so that each comes after the auth events among
-// them (depth first, then a topological pass), refusing auth cycles.
+// them.
 func authOrder(byID map[string]gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, error) {
+	return topoOrder(byID, gomatrixserverlib.PDU.AuthEventIDs)
+}
+
+// topoOrder sorts events so that each comes after those of its deps that
+// are among them: by depth first (a cheap, usually right order), then a
+// topological pass that refuses cycles.
+func topoOrder(byID map[string]gomatrixserverlib.PDU, deps func(gomatrixserverlib.PDU) []string) ([]gomatrixserverlib.PDU, error) {
 	ids := make([]string, 0, len(byID))
 	for id := range byID {
 		ids = append(ids, id)
@@ -176,32 +183,32 @@ func authOrder(byID map[string]gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, 
 	)
 	mark := make(map[string]int, len(ids))
 	out := make([]gomatrixserverlib.PDU, 0, len(ids))
-	// Iterative depth-first search: auth chains can be thousands deep.
 	type frame struct {
 		id   string
+		deps []string
 		next int
 	}
+	// Iterative depth-first search: histories can be thousands deep.
 	for _, root := range ids {
 		if mark[root] != unvisited {
 			continue
 		}
-		stack := []frame{{id: root}}
+		stack := []frame{{id: root, deps: deps(byID[root])}}
 		mark[root] = visiting
 		for len(stack) > 0 {
 			top := &stack[len(stack)-1]
-			auth := byID[top.id].AuthEventIDs()
-			if top.next < len(auth) {
-				dep := auth[top.next]
+			if top.next < len(top.deps) {
+				dep := top.deps[top.next]
 				top.next++
 				if byID[dep] == nil {
 					continue
 				}
 				switch mark[dep] {
 				case visiting:
-					return nil, mxerr.BadJSON("auth events form a cycle at " + dep)
+					return nil, mxerr.BadJSON("events form a cycle at " + dep)
 				case unvisited:
 					mark[dep] = visiting
-					stack = append(stack, frame{id: dep})
+					stack = append(stack, frame{id: dep, deps: deps(byID[dep])})
 				}
 				continue
 			}

@@ -255,23 +255,7 @@ func (a *actor) stateAfter(ctx context.Context, e *Event) (map[tuple]*Event, err
 	if e.Status == storage.EventRejected {
 		snap = e.StateBeforeNID // rejected events change no state
 	}
-	entries, err := a.rs.db.Snapshot(ctx, snap)
-	if err != nil {
-		return nil, err
-	}
-	nids := make([]int64, 0, len(entries))
-	for _, n := range entries {
-		nids = append(nids, n)
-	}
-	evs, err := a.rs.eventsByNID(ctx, nids, a.room.version.Version())
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[tuple]*Event, len(evs))
-	for _, ev := range evs {
-		out[ev.Tuple()] = ev
-	}
-	return out, nil
+	return a.snapshotState(ctx, snap)
 }
 
 // storeUnused records a rejected or soft-failed event: in the DAG for the
