@@ -105,6 +105,26 @@ func StartFederation(t testing.TB, names []string, opts ...Option) []*Server {
 	return servers
 }
 
+// StartAtAddress runs a server whose name is the address of its own
+// federation listener ("127.0.0.1:PORT"), so that servers of other
+// implementations reach it without name mapping (interop tests).
+func StartAtAddress(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	name := ln.Addr().String()
+	s := prepare(t, name, name, append([]Option{WithConfig(func(c *config.Config) {
+		c.Federation.InsecureSkipVerify = true
+		c.Federation.AllowPrivateNetworks = true
+	})}, opts...))
+	s.fedLn = ln
+	s.start()
+	return s
+}
+
 // prepare writes and loads a server's config and applies the options.
 func prepare(t testing.TB, serverName, fedAddr string, opts []Option) *Server {
 	t.Helper()
