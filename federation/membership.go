@@ -470,15 +470,16 @@ func (rf *roomFed) receiveInvite(ctx context.Context, origin spec.ServerName, ro
 			if m, _ := rf.rs.Membership(ctx, room, invitee.String()); m == spec.Ban || m == spec.Join {
 				return nil, mxerr.Forbidden("The user cannot be invited: their membership is " + m)
 			}
-			// We are in the room: the invite joins the DAG like any event.
-			res, err := rf.rs.Input(ctx, roomID, []gomatrixserverlib.PDU{pdu})
-			if err == nil && (res[0].Status == roomserver.InputRejected || res[0].Status == roomserver.InputSoftFailed) {
-				return nil, mxerr.Forbidden("The invite is not allowed: " + res[0].Reason)
+			// We are in the room: the invite joins the DAG like any event,
+			// with any gap before it filled from the inviting server.
+			res, err := rf.input(ctx, origin, room, pdu)
+			if err != nil {
+				return nil, err
 			}
-			if err == nil {
-				return pdu, nil
+			if res.Status == roomserver.InputRejected || res.Status == roomserver.InputSoftFailed {
+				return nil, mxerr.Forbidden("The invite is not allowed: " + res.Reason)
 			}
-			// Based on history we lack: keep it out of band below.
+			return pdu, nil
 		}
 	}
 	keep := pdu

@@ -51,11 +51,18 @@ func setPowerLevels(t *testing.T, c *mautrix.Client, roomID id.RoomID, users map
 // checks that once they talk again every server holds the same state —
 // the one state resolution v2 gives (spec: room version 12 uses v2.1).
 func TestPartitionHealsToOneState(t *testing.T) {
+	// Version 11 resolves with state resolution v2, version 12 with v2.1.
+	for _, version := range []string{"11", "12"} {
+		t.Run("room version "+version, func(t *testing.T) { testPartition(t, version) })
+	}
+}
+
+func testPartition(t *testing.T, version string) {
 	servers := testserver.StartFederation(t, []string{"a.test", "b.test", "c.test"})
 	a, b, c := servers[0], servers[1], servers[2]
 	alice, bob, carol := user(t, a, "alice"), user(t, b, "bob"), user(t, c, "carol")
 
-	created, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat", Topic: "start"})
+	created, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat", Topic: "start", RoomVersion: id.RoomVersion(version)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +72,7 @@ func TestPartitionHealsToOneState(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	setPowerLevels(t, alice, roomID, map[id.UserID]int{carol.UserID: 100})
+	setPowerLevels(t, alice, roomID, map[id.UserID]int{carol.UserID: 99})
 	if _, err := alice.SendText(bg, roomID, "everyone is here"); err != nil {
 		t.Fatal(err)
 	}
