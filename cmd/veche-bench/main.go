@@ -33,6 +33,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"os/signal"
@@ -41,6 +42,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 )
 
 func main() {
@@ -73,6 +77,22 @@ type options struct {
 	prefix            string
 	scenarios         []string
 	timeout           time.Duration
+
+	// federation
+	url2               string
+	pid2               int
+	registrationToken2 string
+	sharedSecret2      string
+
+	// big-join
+	fakeServerName string
+	fakeListen     string
+	bigMembers     int
+	bigState       int
+	bigRoomVersion string
+	// fakeListener, when set (tests), is used instead of --fake-listen,
+	// so that the port is known before the server under test starts.
+	fakeListener net.Listener
 }
 
 // localpartRE is the spec's user ID localpart grammar; the prefix becomes
@@ -97,6 +117,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.prefix, "prefix", "", "user name prefix (default: a random run ID, so that runs do not collide)")
 	scen := fs.String("scenario", "all", "comma-separated scenarios: "+strings.Join(scenarioNames(), ", ")+", or all")
 	fs.DurationVar(&o.timeout, "timeout", 90*time.Second, "timeout of each HTTP request (must exceed the 30 s long-poll)")
+	fs.StringVar(&o.url2, "url2", "", "client API base URL of a second homeserver federating with the first (federation scenario)")
+	fs.IntVar(&o.pid2, "pid2", 0, "PID of the second server's process (federation scenario)")
+	fs.StringVar(&o.registrationToken2, "registration-token2", "", "registration token of the second server (default: --registration-token)")
+	fs.StringVar(&o.sharedSecret2, "shared-secret2", "", "shared secret of the second server (default: --shared-secret)")
+	fs.StringVar(&o.fakeServerName, "fake-server-name", "big.bench", "server name of big-join's fake resident server")
+	fs.StringVar(&o.fakeListen, "fake-listen", "127.0.0.1:8449", "address of big-join's fake server's TLS federation listener; map --fake-server-name to it in the server's federation.hosts")
+	fs.IntVar(&o.bigMembers, "big-members", 10000, "joined members of big-join's room")
+	fs.IntVar(&o.bigState, "big-state", 20000, "state events of big-join's room in all (members included; custom state fills the rest)")
+	fs.StringVar(&o.bigRoomVersion, "big-room-version", "12", "room version of big-join's room")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: veche-bench --url URL [flags]\n\nLoad-tests a running Matrix homeserver through its client API.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -110,13 +139,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if u, err := url.Parse(o.url); o.url == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, errors.New("--url must be the http(s) base URL of the client API, e.g. http://127.0.0.1:8008")
 	}
-	for name, v := range map[string]int{"--users": o.users, "--rooms": o.rooms, "--senders": o.senders, "--messages": o.messages, "--initial-syncs": o.initialSyncs} {
+	for name, v := range map[string]int{"--users": o.users, "--rooms": o.rooms, "--senders": o.senders, "--messages": o.messages, "--initial-syncs": o.initialSyncs, "--big-members": o.bigMembers} {
 		if v < 1 {
 			return nil, fmt.Errorf("%s must be at least 1", name)
 		}
 	}
-	if o.history < 0 || o.pid < 0 {
-		return nil, errors.New("--history and --pid must not be negative")
+	if o.history < 0 || o.pid < 0 || o.pid2 < 0 || o.bigState < 0 {
+		return nil, errors.New("--history, --pid, --pid2 and --big-state must not be negative")
 	}
 	if o.timeout <= syncTimeoutMS*time.Millisecond {
 		return nil, fmt.Errorf("--timeout must exceed the %d ms long-poll", syncTimeoutMS)
@@ -133,7 +162,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		s = strings.TrimSpace(s)
 		switch {
 		case s == "all":
-			o.scenarios = append(o.scenarios, scenarioNames()...)
+			for _, sc := range scenarios {
+				if !sc.explicit {
+					o.scenarios = append(o.scenarios, sc.name)
+				}
+			}
 		case slices.Contains(scenarioNames(), s):
 			o.scenarios = append(o.scenarios, s)
 		default:
@@ -144,6 +177,25 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o.scenarios = slices.Compact(o.scenarios)
 	// Run in the documented order, whatever order they were named in.
 	o.scenarios = slices.DeleteFunc(scenarioNames(), func(s string) bool { return !slices.Contains(o.scenarios, s) })
+	if slices.Contains(o.scenarios, "federation") {
+		if u, err := url.Parse(o.url2); o.url2 == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, errors.New("the federation scenario needs --url2, the client API base URL of a second server")
+		}
+	}
+	if slices.Contains(o.scenarios, "big-join") {
+		if _, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(o.bigRoomVersion)); err != nil {
+			return nil, fmt.Errorf("--big-room-version: %w", err)
+		}
+		if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(o.fakeServerName)); !ok {
+			return nil, fmt.Errorf("--fake-server-name %q is not a server name", o.fakeServerName)
+		}
+	}
+	if o.registrationToken2 == "" {
+		o.registrationToken2 = o.registrationToken
+	}
+	if o.sharedSecret2 == "" {
+		o.sharedSecret2 = o.sharedSecret
+	}
 	return o, nil
 }
 
@@ -170,10 +222,14 @@ func commandLine(args []string) string {
 		switch {
 		case redactNext:
 			a, redactNext = "REDACTED", false
-		case a == "--shared-secret" || a == "-shared-secret" || a == "--registration-token" || a == "-registration-token":
+		case slices.Contains(secretFlags, strings.TrimLeft(a, "-")) && strings.HasPrefix(a, "-"):
 			redactNext = true
 		default:
-			for _, f := range []string{"--shared-secret=", "-shared-secret=", "--registration-token=", "-registration-token="} {
+			for _, name := range secretFlags {
+				f := "-" + name + "="
+				if strings.HasPrefix(a, "-"+f) {
+					f = "-" + f
+				}
 				if strings.HasPrefix(a, f) {
 					a = f + "REDACTED"
 				}
@@ -187,11 +243,17 @@ func commandLine(args []string) string {
 	return strings.Join(out, " ")
 }
 
-// bench is one run against one server.
+// secretFlags are the flags whose values are never printed.
+var secretFlags = []string{"shared-secret", "registration-token", "shared-secret2", "registration-token2"}
+
+// bench is one run against one server (two for federation).
 type bench struct {
 	opts *options
 	c    *client
 	reg  *registrar
+	// c2 and reg2 reach the second server (--url2), when given.
+	c2   *client
+	reg2 *registrar
 	// runID goes into every message so that runs never confuse each
 	// other's messages in a shared database.
 	runID string
@@ -238,10 +300,18 @@ func runBench(ctx context.Context, o *options, log io.Writer) (*Report, error) {
 	}
 	defer b.c.close()
 	b.reg = &registrar{c: b.c, password: "vb-" + randomHex(12), token: o.registrationToken, sharedSecret: o.sharedSecret}
-	rep := &Report{URL: o.url, RunID: o.prefix, OK: true, Settings: settings{
+	if o.url2 != "" {
+		b.c2 = newClient(o.url2, o.prefix, o.senders+16, o.timeout)
+		defer b.c2.close()
+		b.reg2 = &registrar{c: b.c2, password: b.reg.password, token: o.registrationToken2, sharedSecret: o.sharedSecret2}
+	}
+	rep := &Report{URL: o.url, URL2: o.url2, RunID: o.prefix, OK: true, Settings: settings{
 		Users: o.users, Rooms: o.rooms, Senders: o.senders, Messages: o.messages, History: o.history,
 		InitialSyncs: o.initialSyncs, Registration: b.reg.method(),
 	}}
+	if slices.Contains(o.scenarios, "big-join") {
+		rep.Settings.BigMembers, rep.Settings.BigState, rep.Settings.BigRoomVersion = o.bigMembers, o.bigState, o.bigRoomVersion
+	}
 	start := time.Now()
 	defer func() { rep.WallSeconds = time.Since(start).Seconds() }()
 
@@ -305,12 +375,17 @@ func runBench(ctx context.Context, o *options, log io.Writer) (*Report, error) {
 func (b *bench) runScenario(ctx context.Context, s scenario) *Result {
 	fmt.Fprintf(b.log, "%s: %s…\n", s.name, s.description)
 	r := &Result{Name: s.name, Description: s.description}
-	var before procSample
-	havePID := false
+	var before, before2 procSample
+	havePID, havePID2 := false, false
 	if b.opts.pid > 0 {
 		var err error
 		before, err = readProc(b.opts.pid)
 		havePID = err == nil
+	}
+	if b.opts.pid2 > 0 && s.name == "federation" {
+		var err error
+		before2, err = readProc(b.opts.pid2)
+		havePID2 = err == nil
 	}
 	limited := b.c.rateLimited.Load()
 	var t tally
@@ -325,6 +400,11 @@ func (b *bench) runScenario(ctx context.Context, s scenario) *Result {
 	if havePID {
 		if after, err := readProc(b.opts.pid); err == nil {
 			r.Server = &serverUsage{RSSBeforeKiB: before.RSSKiB, RSSAfterKiB: after.RSSKiB, HWMKiB: after.HWMKiB, CPUSeconds: after.CPUSeconds - before.CPUSeconds}
+		}
+	}
+	if havePID2 {
+		if after, err := readProc(b.opts.pid2); err == nil {
+			r.Server2 = &serverUsage{RSSBeforeKiB: before2.RSSKiB, RSSAfterKiB: after.RSSKiB, HWMKiB: after.HWMKiB, CPUSeconds: after.CPUSeconds - before2.CPUSeconds}
 		}
 	}
 	return r
