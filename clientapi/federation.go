@@ -43,6 +43,29 @@ func (a *API) inRoom(ctx context.Context, room storage.Room) (bool, error) {
 	return len(ext) > 0, err
 }
 
+// joinLocally reports whether a join can be built on this server's view
+// of the room: it holds the room's history and either a local user is
+// still joined (so the view is current) or no other server is.
+// Otherwise the view may be stale — everyone here left and events went
+// on elsewhere — and the join goes through a resident server, as a
+// first join would.
+func (a *API) joinLocally(ctx context.Context, room storage.Room) (bool, error) {
+	in, err := a.inRoom(ctx, room)
+	if err != nil || !in || a.fed == nil {
+		return in, err
+	}
+	servers, err := a.db.JoinedServers(ctx, room.NID)
+	if err != nil {
+		return false, err
+	}
+	for _, s := range servers {
+		if spec.ServerName(s) == a.accounts.ServerName() {
+			return true, nil
+		}
+	}
+	return len(servers) == 0, nil
+}
+
 // joinServers lists the servers to try for joining a remote room: those
 // the client named, those the alias lookup gave, the server of whoever
 // invited us, and the room ID's own server.
@@ -55,6 +78,11 @@ func (a *API) joinServers(r *http.Request, roomID string, given []spec.ServerNam
 		}
 	}
 	if room, err := a.rs.Room(r.Context(), roomID); err == nil {
+		if joined, err := a.db.JoinedServers(r.Context(), room.NID); err == nil {
+			for _, s := range joined {
+				out = append(out, spec.ServerName(s))
+			}
+		}
 		if ev, err := a.rs.StateEvent(r.Context(), room, spec.MRoomMember, requester(r).UserID.String()); err == nil && ev != nil {
 			if uid, err := spec.NewUserID(string(ev.SenderID()), true); err == nil {
 				out = append(out, uid.Domain())

@@ -79,7 +79,7 @@ func (a *API) joinRoom(r *http.Request) (any, error) {
 	room, err := a.rs.Room(r.Context(), roomID)
 	local := err == nil
 	if local {
-		if local, err = a.inRoom(r.Context(), room); err != nil {
+		if local, err = a.joinLocally(r.Context(), room); err != nil {
 			return nil, err
 		}
 	} else if !errors.Is(err, mxerr.NotFound("")) {

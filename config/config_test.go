@@ -183,6 +183,11 @@ func TestLoadErrorsNameKey(t *testing.T) {
 		{name: "well-known server", file: "well_known: {server: 'x:'}", wantKeys: []string{"well_known.server"}},
 		{name: "max request bytes", file: "max_request_bytes: 10", wantKeys: []string{"max_request_bytes"}},
 		{name: "shutdown timeout", file: "shutdown_timeout: 0s", wantKeys: []string{"shutdown_timeout"}},
+		{name: "old key ID", file: `old_signing_keys: {"rsa:Ab": {key: "` + testPub + `", expired_ts: 1}}`, wantKeys: []string{"old_signing_keys.rsa:Ab"}},
+		{name: "old key not base64", file: `old_signing_keys: {"ed25519:Ab": {key: "!!", expired_ts: 1}}`, wantKeys: []string{"old_signing_keys.ed25519:Ab.key"}},
+		{name: "old key length", file: `old_signing_keys: {"ed25519:Ab": {key: "AAAA", expired_ts: 1}}`, wantKeys: []string{"old_signing_keys.ed25519:Ab.key"}},
+		{name: "old key expiry", file: `old_signing_keys: {"ed25519:Ab": {key: "` + testPub + `"}}`, wantKeys: []string{"old_signing_keys.ed25519:Ab.expired_ts"}},
+		{name: "trusted key", file: `federation: {trusted_key_servers: [{server_name: n.org, verify_keys: {"ed25519:Ab": "AAAA"}}]}`, wantKeys: []string{"federation.trusted_key_servers[0].verify_keys.ed25519:Ab"}},
 		{name: "override", file: "", overrides: map[string]any{"listen.client": "bad"}, wantKeys: []string{"listen.client"}},
 		{
 			name: "several at once",
@@ -667,5 +672,41 @@ func TestFederationHostsKeepDottedServerNames(t *testing.T) {
 	want := map[string]string{"b.example.org": "127.0.0.1:1234", "c.example.org:8448": "127.0.0.1:5678", "[::1]:8448": "[::1]:9"}
 	if !reflect.DeepEqual(cfg.Federation.Hosts, want) {
 		t.Fatalf("hosts = %v, want %v", cfg.Federation.Hosts, want)
+	}
+}
+
+// testPub is a valid ed25519 public key in unpadded base64.
+const testPub = "l8Hft5qXKn1vfHrg3p4+W8gELQVo8N13JkluMfmn2sQ"
+
+// Key IDs are case-sensitive; viper lower-cases map keys, Load undoes it.
+func TestSigningKeyIDsKeepTheirCase(t *testing.T) {
+	t.Parallel()
+	path := writeConfig(t, `
+old_signing_keys:
+  "ed25519:a_AbCd": {key: "`+testPub+`", expired_ts: 1700000000000}
+  ed25519:lower: {key: "`+testPub+`=", expired_ts: 1}
+federation:
+  trusted_key_servers:
+    - server_name: matrix.org
+      verify_keys: {"ed25519:a_RXGa": "`+testPub+`"}
+`)
+	cfg, _, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]OldSigningKey{
+		"ed25519:a_AbCd": {Key: testPub, ExpiredTS: 1700000000000},
+		"ed25519:lower":  {Key: testPub + "=", ExpiredTS: 1},
+	}
+	if !reflect.DeepEqual(cfg.OldSigningKeys, want) {
+		t.Errorf("old_signing_keys = %v, want %v", cfg.OldSigningKeys, want)
+	}
+	if got := cfg.Federation.TrustedKeyServers[0].VerifyKeys; !reflect.DeepEqual(got, map[string]string{"ed25519:a_RXGa": testPub}) {
+		t.Errorf("verify_keys = %v", got)
+	}
+	for _, k := range []string{testPub, testPub + "=", strings.NewReplacer("+", "-", "/", "_").Replace(testPub)} {
+		if pub, err := DecodePublicKey(k); err != nil || len(pub) != 32 {
+			t.Errorf("DecodePublicKey(%q) = %x, %v", k, pub, err)
+		}
 	}
 }

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/matrix-org/gomatrixserverlib/fclient"
@@ -70,21 +72,22 @@ func (f *Federation) authenticate(r *http.Request) (*http.Request, error) {
 		return nil, err
 	}
 	var origin, destination spec.ServerName
-	found := false
+	var params []xMatrix
 	for _, h := range r.Header.Values("Authorization") {
-		scheme, o, d, key, sig := fclient.ParseAuthorization(h)
-		if scheme != "X-Matrix" {
+		p, isXMatrix, err := parseXMatrix(h)
+		if !isXMatrix {
 			continue
 		}
-		if o == "" || key == "" || sig == "" {
-			return nil, mxerr.Unauthorized("Malformed X-Matrix Authorization header: origin, key and sig are required")
+		if err != nil {
+			return nil, mxerr.Unauthorized("Malformed X-Matrix Authorization header: " + err.Error())
 		}
-		if found && o != origin {
+		if len(params) > 0 && p.origin != origin {
 			return nil, mxerr.Unauthorized("X-Matrix Authorization headers name different origins")
 		}
-		origin, destination, found = o, d, true
+		origin, destination = p.origin, p.destination
+		params = append(params, p)
 	}
-	if !found {
+	if len(params) == 0 {
 		return nil, mxerr.Unauthorized("Missing X-Matrix Authorization header")
 	}
 	if _, _, ok := spec.ParseAndValidateServerName(origin); !ok {
@@ -105,6 +108,13 @@ func (f *Federation) authenticate(r *http.Request) (*http.Request, error) {
 	// The spec does not require a Content-Type, the library does; headers
 	// are not signed, and the body was checked above.
 	r.Header.Set("Content-Type", "application/json")
+	// The library's own header parser is stricter than the spec (exact
+	// case, no escapes, no spaces): hand it the parsed values in the form
+	// it reads.
+	r.Header.Del("Authorization")
+	for _, p := range params {
+		r.Header.Add("Authorization", p.canonical())
+	}
 	fr, errResp := fclient.VerifyHTTPRequest(r, f.now(), f.serverName, nil, f.keyRing)
 	if fr == nil {
 		var m struct {
@@ -138,6 +148,75 @@ func (f *Federation) authenticate(r *http.Request) (*http.Request, error) {
 	r = r.WithContext(util.ContextWithLogger(ctx, entryOf(info.Log)))
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	return r, nil
+}
+
+// xMatrix holds the parameters of one X-Matrix Authorization header.
+type xMatrix struct {
+	origin, destination spec.ServerName
+	key, sig            string
+}
+
+func (p xMatrix) canonical() string {
+	return `X-Matrix origin="` + string(p.origin) + `",destination="` + string(p.destination) + `",key="` + p.key + `",sig="` + p.sig + `"`
+}
+
+// parseXMatrix reads an Authorization header as the spec describes it
+// (RFC 9110 auth-params: case-insensitive names in any order, quoted or
+// token values, backslash escapes, optional whitespace around commas, and
+// unquoted colons tolerated). isXMatrix is false for other schemes.
+func parseXMatrix(h string) (p xMatrix, isXMatrix bool, err error) {
+	scheme, rest, _ := strings.Cut(strings.TrimLeft(h, " "), " ")
+	if !strings.EqualFold(scheme, "X-Matrix") {
+		return p, false, nil
+	}
+	seen := map[string]string{}
+	for rest = strings.TrimLeft(rest, " \t"); rest != ""; {
+		eq := strings.IndexByte(rest, '=')
+		if eq <= 0 {
+			return p, true, errors.New("expected name=value")
+		}
+		name := strings.ToLower(strings.TrimSpace(rest[:eq]))
+		rest = strings.TrimLeft(rest[eq+1:], " \t")
+		var value string
+		if strings.HasPrefix(rest, `"`) {
+			var b strings.Builder
+			i := 1
+			for ; i < len(rest) && rest[i] != '"'; i++ {
+				if rest[i] == '\\' && i+1 < len(rest) {
+					i++
+				}
+				b.WriteByte(rest[i])
+			}
+			if i >= len(rest) {
+				return p, true, errors.New("unterminated quoted value")
+			}
+			value, rest = b.String(), rest[i+1:]
+		} else {
+			end := strings.IndexByte(rest, ',')
+			if end < 0 {
+				end = len(rest)
+			}
+			value, rest = strings.TrimRight(rest[:end], " \t"), rest[end:]
+		}
+		seen[name] = value
+		rest = strings.TrimLeft(rest, " \t")
+		if rest != "" {
+			if rest[0] != ',' {
+				return p, true, errors.New("expected a comma between parameters")
+			}
+			rest = strings.TrimLeft(rest[1:], " \t")
+		}
+	}
+	p = xMatrix{origin: spec.ServerName(seen["origin"]), destination: spec.ServerName(seen["destination"]), key: seen["key"], sig: seen["sig"]}
+	if p.origin == "" || p.key == "" || p.sig == "" {
+		return p, true, errors.New("origin, key and sig are required")
+	}
+	for _, v := range []string{string(p.origin), string(p.destination), p.key, p.sig} {
+		if strings.ContainsAny(v, "\"\\,") {
+			return p, true, errors.New("unexpected characters in a parameter")
+		}
+	}
+	return p, true, nil
 }
 
 // withLibraryLogger hands the request's logger to gomatrixserverlib, which

@@ -12,9 +12,7 @@ import (
 	"time"
 
 	"github.com/matrix-org/gomatrix"
-	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
-	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/veche/veche/accounts"
 	"github.com/veche/veche/internal/testserver"
@@ -125,5 +123,19 @@ func TestUnknownEndpoint(t *testing.T) {
 	}
 }
 
-var _ = gomatrixserverlib.KeyID("")
-var _ = spec.ServerName("")
+// Restart keeps the federation port, so the other servers' hosts entries
+// stay right.
+func TestRestartKeepsFederationPort(t *testing.T) {
+	t.Parallel()
+	servers := testserver.StartFederation(t, []string{"a.test", "b.test"})
+	a, b := servers[0], servers[1]
+	createUser(t, b, "bob", "Bob")
+	addr := b.FederationAddr().String()
+	b.Restart()
+	if got := b.FederationAddr().String(); got != addr {
+		t.Fatalf("federation address %s after restart, was %s", got, addr)
+	}
+	if _, err := a.Federation().Client().LookupProfile(ctx, "a.test", "b.test", "@bob:b.test", ""); err != nil {
+		t.Fatalf("A reaching B after B's restart: %v", err)
+	}
+}

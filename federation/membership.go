@@ -262,9 +262,6 @@ func (rf *roomFed) receiveMembership(ctx context.Context, origin spec.ServerName
 	if pdu.Redacted() {
 		return room, nil, mxerr.BadJSON("The event's content hash does not match")
 	}
-	if errs := rf.verify(ctx, []gomatrixserverlib.PDU{pdu}); errs[0] != nil {
-		return room, nil, mxerr.Forbidden("The event's signatures are not valid: " + errs[0].Error())
-	}
 	if membership == spec.Join {
 		var c struct {
 			Via string `json:"join_authorised_via_users_server"`
@@ -283,6 +280,11 @@ func (rf *roomFed) receiveMembership(ctx context.Context, origin spec.ServerName
 				return room, nil, err
 			}
 		}
+	}
+	// After our own signature (restricted joins need it), every required
+	// signature must verify.
+	if errs := rf.verify(ctx, []gomatrixserverlib.PDU{pdu}); errs[0] != nil {
+		return room, nil, mxerr.Forbidden("The event's signatures are not valid: " + errs[0].Error())
 	}
 	res, err := rf.rs.Input(ctx, roomID, []gomatrixserverlib.PDU{pdu})
 	var missing *roomserver.MissingEventsError

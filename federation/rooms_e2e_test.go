@@ -159,3 +159,41 @@ func TestInviteRejectAndJoinAcrossServers(t *testing.T) {
 		t.Fatalf("bob's view of the members: %+v, %v", members, err)
 	}
 }
+
+func TestRestrictedJoinOverFederation(t *testing.T) {
+	servers := testserver.StartFederation(t, []string{"a.test", "b.test"})
+	a, b := servers[0], servers[1]
+	alice := user(t, a, "alice")
+	bob := user(t, b, "bob")
+	eve := user(t, b, "eve")
+
+	space, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Members"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoom(bg, string(space.RoomID), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, alice, space.RoomID, "bob in the space", isMember(bob.UserID, "join"))
+	restricted, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{
+		Preset: "private_chat",
+		InitialState: []*event.Event{{Type: event.StateJoinRules, StateKey: ptr(""), Content: event.Content{Raw: map[string]any{
+			"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": string(space.RoomID)}},
+		}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eve.JoinRoom(bg, string(restricted.RoomID), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err == nil {
+		t.Fatal("eve, in no allowed room, joined a restricted room")
+	}
+	if _, err := bob.JoinRoom(bg, string(restricted.RoomID), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
+		t.Fatalf("bob, in the allowed room, could not join: %v", err)
+	}
+	join := waitFor(t, alice, restricted.RoomID, "bob's restricted join", isMember(bob.UserID, "join"))
+	if via, _ := join.Content.Raw["join_authorised_via_users_server"].(string); via != string(alice.UserID) {
+		t.Fatalf("join authorised via %q, want alice", via)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

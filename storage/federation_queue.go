@@ -178,18 +178,22 @@ func (o ops) cast(param, kind string) string {
 }
 
 // QueuedPDU is a queued event for one destination. JSON is nil if the
-// event no longer exists.
+// event no longer exists; Redacted says the event was redacted since (its
+// JSON is the original, as stored).
 type QueuedPDU struct {
-	ID       int64
-	EventNID int64
-	JSON     []byte
+	ID          int64
+	EventNID    int64
+	JSON        []byte
+	RoomVersion string
+	Redacted    bool
 }
 
 // QueuedPDUs returns the oldest PDUs queued for a destination, in queue
 // order, at most limit.
 func (o ops) QueuedPDUs(ctx context.Context, destination string, limit int) ([]QueuedPDU, error) {
-	rows, err := o.q.query(ctx, `SELECT q.id, q.event_nid, e.json FROM federation_queue_pdus q
+	rows, err := o.q.query(ctx, `SELECT q.id, q.event_nid, e.json, r.room_version, e.redacted_by FROM federation_queue_pdus q
 		LEFT JOIN rooms_events e ON e.event_nid = q.event_nid
+		LEFT JOIN rooms_rooms r ON r.room_nid = e.room_nid
 		WHERE q.destination = $1 ORDER BY q.id LIMIT $2`, destination, limit)
 	if err != nil {
 		return nil, err
@@ -198,13 +202,14 @@ func (o ops) QueuedPDUs(ctx context.Context, destination string, limit int) ([]Q
 	var out []QueuedPDU
 	for rows.Next() {
 		var p QueuedPDU
-		var js sql.NullString
-		if err := rows.Scan(&p.ID, &p.EventNID, &js); err != nil {
+		var js, version, redactedBy sql.NullString
+		if err := rows.Scan(&p.ID, &p.EventNID, &js, &version, &redactedBy); err != nil {
 			return nil, err
 		}
 		if js.Valid {
 			p.JSON = []byte(js.String)
 		}
+		p.RoomVersion, p.Redacted = version.String, redactedBy.String != ""
 		out = append(out, p)
 	}
 	return out, rows.Err()

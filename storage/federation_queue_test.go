@@ -102,12 +102,15 @@ func TestFederationQueues(t *testing.T) {
 		t.Fatalf("position after update %d", pos)
 	}
 
+	if err := db.SetRedactedBy(ctx, evs[1].EventID, "$redaction"); err != nil {
+		t.Fatal(err)
+	}
 	pdus, err := db.QueuedPDUs(ctx, "a.example", 10)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(pdus) != 3 || pdus[0].EventNID != evs[0].NID || pdus[1].EventNID != evs[1].NID || pdus[2].JSON != nil ||
-		string(pdus[0].JSON) != string(evs[0].JSON) {
+		string(pdus[0].JSON) != string(evs[0].JSON) || pdus[0].RoomVersion != "12" || pdus[0].Redacted || !pdus[1].Redacted {
 		t.Fatalf("queued for a: %+v", pdus)
 	}
 	if first, _ := db.QueuedPDUs(ctx, "a.example", 1); len(first) != 1 || first[0].ID != pdus[0].ID {

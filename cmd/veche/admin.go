@@ -2,11 +2,14 @@ package main
 
 import (
 	"bufio"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/term"
 
@@ -50,8 +53,15 @@ func cmdGenerateKeys(env *environment, args []string) error {
 	var cf configFlags
 	cf.register(fs)
 	output := fs.String("output", "", "write the key here (default: signing_key_path from the config)")
+	rotate := fs.Bool("rotate", false, "replace the current key, keeping its public half in old_signing_keys of the config")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
+	}
+	if *rotate {
+		if *output != "" {
+			return usageError{"generate-keys: --rotate works on the configured key and takes no --output"}
+		}
+		return rotateKey(env, &cf)
 	}
 	path := *output
 	if path == "" {
@@ -67,6 +77,79 @@ func cmdGenerateKeys(env *environment, args []string) error {
 	}
 	fmt.Fprintf(env.stdout, "Wrote signing key %s to %s\n", k.ID, path)
 	return nil
+}
+
+// rotateKey retires the current signing key: its public half goes into
+// old_signing_keys (expired now), so that other servers can still check
+// what it signed, and a new key replaces it. The config is written first:
+// if the key write then fails, running the command again is harmless.
+func rotateKey(env *environment, cf *configFlags) error {
+	cfg, err := cf.load(env, newLogger(env, "warn", "text"))
+	if err != nil {
+		return err
+	}
+	keyPath := cfg.Path(cfg.SigningKeyPath)
+	old, err := signingkey.Load(keyPath)
+	if err != nil {
+		return fmt.Errorf("reading the current key: %w", err)
+	}
+	if _, done := cfg.OldSigningKeys[string(old.ID)]; !done {
+		data, err := os.ReadFile(cf.path)
+		if err != nil {
+			return err
+		}
+		pub := base64.RawStdEncoding.EncodeToString(old.Public())
+		updated, err := config.AddOldSigningKey(data, string(old.ID), pub, time.Now().UnixMilli())
+		if err != nil {
+			return fmt.Errorf("%s: %w", cf.path, err)
+		}
+		if err := replaceFile(cf.path, updated, func(tmp string) error {
+			_, _, err := config.Load(tmp, cf.overrides)
+			return err
+		}); err != nil {
+			return fmt.Errorf("updating %s: %w", cf.path, err)
+		}
+	}
+	k, err := signingkey.Generate()
+	if err != nil {
+		return err
+	}
+	if err := signingkey.Replace(keyPath, k); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "Retired signing key %s (now in old_signing_keys of %s).\nWrote signing key %s to %s.\nStart (or restart) veche to use it; rotate while it is stopped, or what it signs before the restart will not verify.\n",
+		old.ID, cf.path, k.ID, keyPath)
+	return nil
+}
+
+// replaceFile writes data over path atomically, keeping path's mode,
+// after check accepts the new content (given the temporary file's path).
+func replaceFile(path string, data []byte, check func(tmp string) error) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // a no-op after the rename
+	if err := f.Chmod(fi.Mode().Perm()); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := check(tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func cmdCheckConfig(env *environment, args []string) error {

@@ -2,7 +2,7 @@
 //
 //	veche [serve]              run the server (creates config, key and database on first start)
 //	veche generate-config      print or write a commented config file
-//	veche generate-keys        write a new signing key
+//	veche generate-keys        write a new signing key (--rotate: retire the current one)
 //	veche check-config         validate the config and exit
 //	veche user create|reset-password|deactivate USERNAME
 //	veche version
@@ -62,7 +62,7 @@ const usage = `Usage: veche <command> [flags]
 Commands:
   serve                 run the server (the default command)
   generate-config       write a commented config file (stdout unless --output)
-  generate-keys         write a new signing key
+  generate-keys         write a new signing key ([--rotate] retires the current one)
   check-config          validate the config file and exit
   user create NAME      create an account ([--admin] [--password-stdin])
   user reset-password NAME   set a new password and log out every device

@@ -289,6 +289,60 @@ func TestGenerateKeys(t *testing.T) {
 	}
 }
 
+func TestGenerateKeysRotate(t *testing.T) {
+	t.Parallel()
+	cfgPath := newConfig(t, "example.org")
+	keyPath := filepath.Join(filepath.Dir(cfgPath), "veche.signing.key")
+	runOK(t, "", "generate-keys", "--config", cfgPath)
+	first, err := signingkey.Load(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := string(readFile(t, cfgPath))
+
+	out := runOK(t, "", "generate-keys", "--config", cfgPath, "--rotate")
+	second, err := signingkey.Load(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.ID == first.ID || second.PrivateKey.Equal(first.PrivateKey) {
+		t.Fatal("--rotate kept the key")
+	}
+	for _, want := range []string{"Retired signing key " + string(first.ID), "Wrote signing key " + string(second.ID)} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout %q lacks %q", out, want)
+		}
+	}
+	if fi, err := os.Stat(keyPath); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %v (%v), want 0600", fi.Mode().Perm(), err)
+	}
+	after := string(readFile(t, cfgPath))
+	// Only the old_signing_keys line changed; the comments are intact.
+	if !strings.Contains(after, "# Public halves of signing keys") || len(after) <= len(before) {
+		t.Errorf("config after rotation:\n%s", after)
+	}
+
+	runOK(t, "", "generate-keys", "--config", cfgPath, "--rotate")
+	cfg, _, err := config.Load(cfgPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.OldSigningKeys) != 2 {
+		t.Fatalf("old_signing_keys = %v, want two keys", cfg.OldSigningKeys)
+	}
+	for _, k := range []signingkey.Key{first, second} {
+		old, ok := cfg.OldSigningKeys[string(k.ID)]
+		pub, err := config.DecodePublicKey(old.Key)
+		if !ok || err != nil || !pub.Equal(k.Public()) || old.ExpiredTS <= 0 {
+			t.Errorf("old_signing_keys[%s] = %+v (%v)", k.ID, old, err)
+		}
+	}
+
+	if r := invoke(t, invocation{}, "generate-keys", "--config", cfgPath, "--rotate", "--output", keyPath); r.code() != 2 {
+		t.Errorf("--rotate with --output: exit %d (%v), want 2", r.code(), r.err)
+	}
+}
+
 func TestCheckConfig(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

@@ -78,11 +78,11 @@ Veche is running for server name %q.
   signing key: %s
   database:    %s
   client API:  http://%s/
-
+%s
 Create the first user (an admin) with:
   veche user create alice --admin --config %s
 
-`, cfg.ServerName, absPath(cf.path), cfg.Path(cfg.SigningKeyPath), cfg.Database.Redacted(), addr, cf.path)
+`, cfg.ServerName, absPath(cf.path), cfg.Path(cfg.SigningKeyPath), cfg.Database.Redacted(), addr, fedLine(srv, cfg), cf.path)
 	}
 	if env.ready != nil {
 		env.ready(addr)
@@ -92,6 +92,15 @@ Create the first user (an admin) with:
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	return srv.Shutdown(ctx)
+}
+
+// fedLine describes the federation listener for the first-start message.
+func fedLine(srv *server.Server, cfg *config.Config) string {
+	a := srv.FederationAddr()
+	if a == nil {
+		return "  federation:  off (listen.federation is empty)\n"
+	}
+	return fmt.Sprintf("  federation:  https://%s/ (TLS certificate %s)\n", a, cfg.Path(cfg.TLS.CertPath))
 }
 
 // ensureConfig writes a fresh config file at path when there is none, and

@@ -125,6 +125,37 @@ func Create(path string) (Key, error) {
 	return k, f.Close()
 }
 
+// Replace writes k to path (mode 0600) in place of whatever key is there,
+// atomically: readers see the old file or the new one, never half of it.
+func Replace(path string, k Key) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // a no-op after the rename
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(k.Encode()); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
 // LoadOrCreate loads the key at path, creating it first if it is missing.
 // created reports whether it did.
 func LoadOrCreate(path string) (k Key, created bool, err error) {
