@@ -161,6 +161,11 @@ func (b *bench) federation(ctx context.Context, r *Result, t *tally) error {
 	return ctx.Err()
 }
 
+// burstTimelineLimit is the burst receivers' timeline limit: high (it
+// is Veche's maximum), so that /sync itself delivers every message and
+// limited timelines, whose gaps need /messages, stay rare.
+const burstTimelineLimit = 1000
+
 // burstMessage is one message of the burst, as its sender saw it.
 type burstMessage struct {
 	eventID    string
@@ -177,16 +182,18 @@ type burstReceiver struct {
 	since    string
 
 	mu sync.Mutex
-	// arrived: body → first time seen; count: body → times seen.
+	// arrived: body → when it was first seen.
 	arrived map[string]time.Time
-	count   map[string]int
 	// lastSeq is the last sequence number seen per sender (worker).
 	lastSeq  map[int]int
 	disorder []string
 	dups     []string
-	// seenIDs are every event this receiver has seen, to know where a
-	// gap behind a limited timeline ends.
+	// seenIDs are every event this receiver has seen, inSync those /sync
+	// timelines delivered; preBurst are those it saw before the burst
+	// began, where filling a gap may stop.
 	seenIDs  map[string]bool
+	inSync   map[string]bool
+	preBurst map[string]bool
 	syncs    int
 	limited  int
 	gapPages int
@@ -200,11 +207,11 @@ func (b *bench) federationBurst(ctx context.Context, r *Result, t *tally, roomID
 		s, other := pair[0], pair[1]
 		rc := &burstReceiver{
 			s: s, other: other, roomID: roomID, prefix: marker + other.label + "-",
-			arrived: map[string]time.Time{}, count: map[string]int{}, lastSeq: map[int]int{},
-			seenIDs: map[string]bool{}, progress: make(chan struct{}, 1),
+			arrived: map[string]time.Time{}, lastSeq: map[int]int{},
+			seenIDs: map[string]bool{}, inSync: map[string]bool{}, preBurst: map[string]bool{}, progress: make(chan struct{}, 1),
 		}
 		var err error
-		if rc.filterID, err = b.receiverFilter(ctx, s.c, s.users[0], roomID); err != nil {
+		if rc.filterID, err = receiverFilter(ctx, s.c, s.users[0], roomID, b.opts.burstTimelineLimit); err != nil {
 			return err
 		}
 		first, _, err := s.c.sync(ctx, s.users[0], "", rc.filterID, 0)
@@ -215,6 +222,7 @@ func (b *bench) federationBurst(ctx context.Context, r *Result, t *tally, roomID
 		// What the first answer showed is not a gap to fill later.
 		for _, ev := range first.Rooms.Join[roomID].Timeline.Events {
 			rc.seenIDs[ev.EventID] = true
+			rc.preBurst[ev.EventID] = true
 		}
 		recv[s] = rc
 	}
@@ -337,8 +345,12 @@ wait:
 		if len(rc.disorder) > 0 {
 			t.problem("%s showed %d burst messages out of their sender's order, e.g. %s", to.server, len(rc.disorder), strings.Join(rc.disorder[:min(3, len(rc.disorder))], "; "))
 		}
-		r.figure("syncs_"+to.label, "/sync answers on "+to.label, float64(rc.syncs), "")
-		r.figure("limited_"+to.label, "limited timelines on "+to.label, float64(rc.limited), "")
+	}
+	for _, s := range []*side{s1, s2} {
+		rc := recv[s]
+		r.figure("syncs_"+s.label, "/sync answers on "+s.label, float64(rc.syncs), "")
+		r.figure("limited_"+s.label, "limited timelines on "+s.label, float64(rc.limited), "")
+		r.figure("gap_pages_"+s.label, "gap pages on "+s.label, float64(rc.gapPages), "")
 	}
 	r.latency("burst send", summarize(lat.d, sendWall))
 	if !lastArrival.IsZero() {
@@ -368,7 +380,9 @@ func (rc *burstReceiver) run(ctx context.Context, t *tally) {
 		now := time.Now()
 		rc.syncs++
 		room := resp.Rooms.Join[rc.roomID]
-		events := room.Timeline.Events
+		// The timeline first: an event in it may also lie behind its
+		// prev_batch (below), and is best judged as /sync gave it.
+		rc.take(room.Timeline.Events, now, false)
 		if room.Timeline.Limited {
 			// Events between the last answer and this timeline were left
 			// out: fetch them backwards, as a client filling the gap.
@@ -380,15 +394,18 @@ func (rc *burstReceiver) run(ctx context.Context, t *tally) {
 				}
 				t.fail(err)
 			}
-			events = append(gap, events...)
+			rc.take(gap, now, true)
 		}
-		rc.take(events, now)
 		rc.since = resp.NextBatch
 	}
 }
 
-// fillGap pages backwards from a limited timeline's prev_batch until it
-// reaches an event already seen, returning the gap oldest first.
+// fillGap pages backwards from a limited timeline's prev_batch and
+// returns the events not seen yet, oldest first. /sync lists events in
+// the order the server received them, /messages in the room's (causal)
+// order, and with two servers the two differ: a gap's events may sit
+// behind events seen earlier. So the walk goes on to the events seen
+// before the burst began, which every burst message causally follows.
 func (rc *burstReceiver) fillGap(ctx context.Context, from string) ([]event, error) {
 	var gap []event
 	for from != "" {
@@ -398,11 +415,13 @@ func (rc *burstReceiver) fillGap(ctx context.Context, from string) ([]event, err
 		}
 		rc.gapPages++
 		for _, ev := range page.Chunk {
-			if rc.seenIDs[ev.EventID] {
+			if rc.preBurst[ev.EventID] {
 				slices.Reverse(gap)
 				return gap, nil
 			}
-			gap = append(gap, ev)
+			if !rc.seenIDs[ev.EventID] {
+				gap = append(gap, ev)
+			}
 		}
 		if len(page.Chunk) == 0 || page.End == from {
 			break
@@ -413,17 +432,19 @@ func (rc *burstReceiver) fillGap(ctx context.Context, from string) ([]event, err
 	return gap, nil
 }
 
-// take records events in the order the server gave them.
-func (rc *burstReceiver) take(events []event, now time.Time) {
+// take records the events of one /sync timeline (in the order the
+// server gave them) or of a gap behind it. Arrival counts either way;
+// duplicates and each sender's order are judged on /sync timelines
+// alone, which list events in the server's stream order. A gap, read
+// through /messages in causal order, may hold events that arrived after
+// the /sync answer and that the next timeline lists again: that is a
+// race of the client, not a repetition by the server.
+func (rc *burstReceiver) take(events []event, now time.Time, gap bool) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	news := false
 	for _, ev := range events {
-		if rc.seenIDs[ev.EventID] {
-			// Seen before, in an earlier answer: a server repeating it.
-			if ev.Type == "m.room.message" && strings.HasPrefix(ev.Content.Body, rc.prefix) {
-				rc.dups = append(rc.dups, ev.EventID)
-			}
+		if gap && rc.seenIDs[ev.EventID] {
 			continue
 		}
 		rc.seenIDs[ev.EventID] = true
@@ -431,19 +452,24 @@ func (rc *burstReceiver) take(events []event, now time.Time) {
 		if ev.Type != "m.room.message" || !ok {
 			continue
 		}
+		if _, ok := rc.arrived[ev.Content.Body]; !ok {
+			rc.arrived[ev.Content.Body] = now
+			news = true
+		}
+		if gap {
+			continue
+		}
+		if rc.inSync[ev.EventID] {
+			rc.dups = append(rc.dups, ev.EventID)
+			continue
+		}
+		rc.inSync[ev.EventID] = true
 		worker, seqStr, _ := strings.Cut(rest, "/")
 		w, err1 := strconv.Atoi(worker)
 		seq, err2 := strconv.Atoi(seqStr)
 		if err1 != nil || err2 != nil {
 			continue
 		}
-		rc.count[ev.Content.Body]++
-		if rc.count[ev.Content.Body] > 1 {
-			rc.dups = append(rc.dups, ev.EventID)
-			continue
-		}
-		rc.arrived[ev.Content.Body] = now
-		news = true
 		if last, ok := rc.lastSeq[w]; ok && seq < last {
 			rc.disorder = append(rc.disorder, fmt.Sprintf("sender %s-%d's message %d (%s) after its message %d", rc.other.label, w, seq, ev.EventID, last))
 		}

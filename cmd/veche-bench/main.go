@@ -90,6 +90,10 @@ type options struct {
 	bigMembers     int
 	bigState       int
 	bigRoomVersion string
+	// burstTimelineLimit is the federation burst receivers' timeline
+	// limit; tests lower it to force limited timelines and the gap
+	// filling that follows.
+	burstTimelineLimit int
 	// fakeListener, when set (tests), is used instead of --fake-listen,
 	// so that the port is known before the server under test starts.
 	fakeListener net.Listener
@@ -100,7 +104,7 @@ type options struct {
 var localpartRE = regexp.MustCompile(`^[a-z0-9._=/+-]+$`)
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
-	o := &options{}
+	o := &options{burstTimelineLimit: burstTimelineLimit}
 	fs := flag.NewFlagSet("veche-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.url, "url", "", "client API base URL of the homeserver, e.g. http://127.0.0.1:8008 (required)")

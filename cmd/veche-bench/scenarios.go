@@ -243,11 +243,11 @@ type deliveryOutcome struct {
 
 // receiverFilter uploads the receiver's sync filter: only the room's
 // timeline, as a client showing one room would ask.
-func (b *bench) receiverFilter(ctx context.Context, c *client, u *user, roomID string) (string, error) {
+func receiverFilter(ctx context.Context, c *client, u *user, roomID string, timelineLimit int) (string, error) {
 	return c.uploadFilter(ctx, u, map[string]any{
 		"room": map[string]any{
 			"rooms":        []string{roomID},
-			"timeline":     map[string]any{"limit": deliveryTimelineLimit},
+			"timeline":     map[string]any{"limit": timelineLimit},
 			"state":        map[string]any{"lazy_load_members": true},
 			"ephemeral":    map[string]any{"not_types": []string{"*"}},
 			"account_data": map[string]any{"not_types": []string{"*"}},
@@ -261,7 +261,7 @@ func (b *bench) receiverFilter(ctx context.Context, c *client, u *user, roomID s
 // previous one reached the receiver's long-polling /sync (or was given
 // up as lost after deliveryTimeout).
 func (b *bench) measureDelivery(ctx context.Context, t *tally, p deliveryPath) (*deliveryOutcome, error) {
-	filterID, err := b.receiverFilter(ctx, p.recvC, p.receiver, p.roomID)
+	filterID, err := receiverFilter(ctx, p.recvC, p.receiver, p.roomID, deliveryTimelineLimit)
 	if err != nil {
 		return nil, err
 	}
