@@ -1,20 +1,18 @@
 package clientapi
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"sort"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 
-	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/veche/veche/internal/httpapi"
 	"github.com/veche/veche/internal/mxerr"
+	"github.com/veche/veche/internal/roomdir"
 	"github.com/veche/veche/roomserver"
 	"github.com/veche/veche/storage"
 )
@@ -371,330 +369,38 @@ func (a *API) setDirectoryVisibility(r *http.Request) (any, error) {
 	return struct{}{}, nil
 }
 
-const (
-	// defaultPublicRoomsLimit applies when a client names no limit (Synapse
-	// would send everything; a page keeps answers bounded).
-	defaultPublicRoomsLimit = 100
-	maxPublicRoomsLimit     = 500
-	// maxDirectorySnapshotAge is how many stream positions a pagination
-	// token's snapshot may lie behind: each page undoes the membership
-	// changes since the snapshot, which must stay cheap.
-	maxDirectorySnapshotAge = 50_000
-)
-
-// publicRoomsRequest is the body of POST /publicRooms; GET takes the same
-// values from the query string.
-type publicRoomsRequest struct {
-	Limit  *int   `json:"limit"`
-	Since  string `json:"since"`
-	Filter *struct {
-		GenericSearchTerm string    `json:"generic_search_term"`
-		RoomTypes         []*string `json:"room_types"`
-	} `json:"filter"`
-	IncludeAllNetworks   bool   `json:"include_all_networks"`
-	ThirdPartyInstanceID string `json:"third_party_instance_id"`
-}
-
 // publicRoomsGet is GET /publicRooms.
 func (a *API) publicRoomsGet(r *http.Request) (any, error) {
-	q := r.URL.Query()
-	var req publicRoomsRequest
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			return nil, mxerr.InvalidParam("limit must be an integer")
-		}
-		req.Limit = &n
+	req, err := roomdir.ParseQuery(r.URL.Query())
+	if err != nil {
+		return nil, err
 	}
-	req.Since = q.Get("since")
-	switch q.Get("include_all_networks") {
-	case "", "false":
-	case "true":
-		req.IncludeAllNetworks = true
-	default:
-		return nil, mxerr.InvalidParam("include_all_networks must be true or false")
-	}
-	req.ThirdPartyInstanceID = q.Get("third_party_instance_id")
 	return a.publicRooms(r, req)
 }
 
 // publicRoomsPost is POST /publicRooms.
 func (a *API) publicRoomsPost(r *http.Request) (any, error) {
-	var req publicRoomsRequest
+	var req roomdir.Request
 	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	return a.publicRooms(r, req)
 }
 
-// publicRoomChunk is one room of the directory (spec: PublishedRoomsChunk).
-type publicRoomChunk struct {
-	RoomID           string `json:"room_id"`
-	Name             string `json:"name,omitempty"`
-	Topic            string `json:"topic,omitempty"`
-	CanonicalAlias   string `json:"canonical_alias,omitempty"`
-	NumJoinedMembers int64  `json:"num_joined_members"`
-	WorldReadable    bool   `json:"world_readable"`
-	GuestCanJoin     bool   `json:"guest_can_join"`
-	AvatarURL        string `json:"avatar_url,omitempty"`
-	JoinRule         string `json:"join_rule,omitempty"`
-	RoomType         string `json:"room_type,omitempty"`
-}
-
-// directoryKey is a room's place in the directory's order: most joined
-// members first, then by room ID. The count is the one at the listing's
-// snapshot, not the current one (see directoryToken).
-type directoryKey struct {
-	Count  int64
-	RoomID string
-}
-
-func (k directoryKey) before(o directoryKey) bool {
-	return k.Count > o.Count || (k.Count == o.Count && k.RoomID < o.RoomID)
-}
-
-// directoryToken is a next_batch or prev_batch token: the snapshot (At)
-// and the key of the room at the page's edge (Count, RoomID).
-//
-// Paging on the last key seen alone would skip or repeat rooms whose
-// member counts change between two requests, since a room's key is its
-// count. So every page of one listing orders the rooms by their counts at
-// one stream position, the snapshot, taken when the first page was asked
-// for: the order is then fixed for the whole listing, and taking the rooms
-// strictly after the token's key (forwards) or strictly before it
-// (backwards) can neither skip nor repeat a room. The counts shown stay
-// the current ones, so a later page may show a larger count than an
-// earlier one.
-//
-// Trade-offs: a room published after the snapshot appears only if its key
-// falls on a page not yet read; an unpublished one disappears. A token
-// older than maxDirectorySnapshotAge positions is re-anchored on the
-// current state, where the guarantee lapses (a room may then be skipped or
-// repeated once). Counts at the snapshot assume linear room histories
-// (see storage.PublishedRooms). Tokens are not signed: a forged one only
-// chooses another starting point, and its snapshot is clamped to the
-// permitted window, which bounds the work it can cause.
-type directoryToken struct {
-	Back   bool   `json:"b,omitempty"`
-	At     int64  `json:"s"`
-	Count  int64  `json:"c"`
-	RoomID string `json:"r"`
-}
-
-func (t directoryToken) String() string {
-	raw, _ := json.Marshal(t)
-	return base64.RawURLEncoding.EncodeToString(raw)
-}
-
-func parseDirectoryToken(s string) (directoryToken, error) {
-	var t directoryToken
-	raw, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || json.Unmarshal(raw, &t) != nil || t.RoomID == "" || t.At < 0 {
-		return t, mxerr.InvalidParam("Invalid pagination token")
-	}
-	return t, nil
-}
-
-// directoryStateTypes are the state events a directory entry shows.
-var directoryStateTypes = []string{
-	spec.MRoomCreate, spec.MRoomName, spec.MRoomTopic, spec.MRoomCanonicalAlias, spec.MRoomAvatar,
-	spec.MRoomJoinRules, spec.MRoomHistoryVisibility, spec.MRoomGuestAccess,
-}
-
-// publicRooms lists the published room directory.
-func (a *API) publicRooms(r *http.Request, req publicRoomsRequest) (any, error) {
+// publicRooms lists the published room directory of this server, or of
+// the server the request names (over federation).
+func (a *API) publicRooms(r *http.Request, req roomdir.Request) (any, error) {
 	ours := a.accounts.ServerName()
 	if server := r.URL.Query().Get("server"); server != "" && spec.ServerName(server) != ours {
 		if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(server)); !ok {
 			return nil, mxerr.InvalidParam("Invalid server name")
 		}
-		return nil, mxerr.NotFound("Room directories of other servers need federation, which this server does not offer yet")
-	}
-	limit := defaultPublicRoomsLimit
-	if req.Limit != nil {
-		if *req.Limit < 0 {
-			return nil, mxerr.InvalidParam("limit must not be negative")
+		if a.fed == nil {
+			return nil, errNoFederation
 		}
-		if *req.Limit > 0 {
-			limit = min(*req.Limit, maxPublicRoomsLimit)
-		}
+		return a.fed.PublicRooms(r.Context(), spec.ServerName(server), req)
 	}
-	if req.IncludeAllNetworks && req.ThirdPartyInstanceID != "" {
-		return nil, mxerr.InvalidParam("include_all_networks cannot be combined with third_party_instance_id")
-	}
-	var tok *directoryToken
-	if req.Since != "" {
-		t, err := parseDirectoryToken(req.Since)
-		if err != nil {
-			return nil, err
-		}
-		tok = &t
-	}
-	if req.ThirdPartyInstanceID != "" {
-		// No application service publishes rooms to a network here.
-		return map[string]any{"chunk": []publicRoomChunk{}, "total_room_count_estimate": 0}, nil
-	}
-
-	// Positions up to Current are all committed, so the state there is
-	// complete and stays the same for every later page.
-	at := a.stream.Current()
-	if tok != nil && tok.At <= at && tok.At >= at-maxDirectorySnapshotAge {
-		at = tok.At
-	}
-	rooms, err := a.db.PublishedRooms(r.Context(), at)
-	if err != nil {
-		return nil, err
-	}
-	entries, err := a.directoryEntries(r, rooms)
-	if err != nil {
-		return nil, err
-	}
-	entries = filterEntries(entries, req)
-	sort.Slice(entries, func(i, j int) bool { return entries[i].key.before(entries[j].key) })
-
-	n := len(entries)
-	start, end := 0, min(limit, n)
-	if tok != nil {
-		k := directoryKey{Count: tok.Count, RoomID: tok.RoomID}
-		if tok.Back {
-			end = sort.Search(n, func(i int) bool { return !entries[i].key.before(k) })
-			start = max(0, end-limit)
-		} else {
-			start = sort.Search(n, func(i int) bool { return k.before(entries[i].key) })
-			end = min(start+limit, n)
-		}
-	}
-	chunk := make([]publicRoomChunk, 0, end-start)
-	for _, e := range entries[start:end] {
-		chunk = append(chunk, e.chunk)
-	}
-	resp := map[string]any{"chunk": chunk, "total_room_count_estimate": n}
-	if start < end && end < n {
-		last := entries[end-1].key
-		resp["next_batch"] = directoryToken{At: at, Count: last.Count, RoomID: last.RoomID}.String()
-	}
-	if start < end && start > 0 {
-		first := entries[start].key
-		resp["prev_batch"] = directoryToken{Back: true, At: at, Count: first.Count, RoomID: first.RoomID}.String()
-	}
-	return resp, nil
-}
-
-type directoryEntry struct {
-	chunk publicRoomChunk
-	key   directoryKey
-}
-
-// directoryEntries describes the published rooms that may be listed.
-// Like Synapse, it leaves out published rooms nobody could join or read
-// without an invite, so that publishing an invite-only room by mistake
-// reveals nothing of it (the spec allows such filters), and empty rooms.
-func (a *API) directoryEntries(r *http.Request, rooms []storage.PublishedRoom) ([]directoryEntry, error) {
-	nids := make([]int64, len(rooms))
-	for i, rm := range rooms {
-		nids[i] = rm.NID
-	}
-	events, err := a.db.RoomLevelState(r.Context(), nids, directoryStateTypes)
-	if err != nil {
-		return nil, err
-	}
-	byRoom := map[int64]map[string]storage.EventRow{}
-	for _, e := range events {
-		if byRoom[e.RoomNID] == nil {
-			byRoom[e.RoomNID] = map[string]storage.EventRow{}
-		}
-		byRoom[e.RoomNID][e.Type] = e
-	}
-	out := make([]directoryEntry, 0, len(rooms))
-	for _, rm := range rooms {
-		if rm.Joined == 0 {
-			continue
-		}
-		state := byRoom[rm.NID]
-		content := func(typ string) map[string]json.RawMessage {
-			e, ok := state[typ]
-			if !ok {
-				return nil
-			}
-			return storedContent(e, rm.Version)
-		}
-		c := publicRoomChunk{
-			RoomID: rm.RoomID, NumJoinedMembers: rm.Joined,
-			Name:      stringField(content(spec.MRoomName), "name"),
-			Topic:     plainTopic(content(spec.MRoomTopic)),
-			AvatarURL: stringField(content(spec.MRoomAvatar), "url"),
-			RoomType:  stringField(content(spec.MRoomCreate), "type"),
-			JoinRule:  stringField(content(spec.MRoomJoinRules), "join_rule"),
-		}
-		if al := stringField(content(spec.MRoomCanonicalAlias), "alias"); validateAlias(al) == nil {
-			c.CanonicalAlias = al
-		}
-		if c.JoinRule == "" {
-			// Without a join rules event, auth treats the room as invite-only.
-			c.JoinRule = spec.Invite
-		}
-		c.WorldReadable = stringField(content(spec.MRoomHistoryVisibility), "history_visibility") == roomserver.VisibilityWorldReadable
-		c.GuestCanJoin = stringField(content(spec.MRoomGuestAccess), "guest_access") == "can_join"
-		switch c.JoinRule {
-		case spec.Public, spec.Knock, "knock_restricted":
-		default:
-			if !c.WorldReadable {
-				continue
-			}
-		}
-		out = append(out, directoryEntry{chunk: c, key: directoryKey{Count: rm.JoinedAt, RoomID: rm.RoomID}})
-	}
-	return out, nil
-}
-
-// filterEntries applies the request's filter: the search term (name,
-// topic or canonical alias, case-insensitively) and the room types.
-func filterEntries(entries []directoryEntry, req publicRoomsRequest) []directoryEntry {
-	if req.Filter == nil {
-		return entries
-	}
-	term := strings.ToLower(strings.TrimSpace(req.Filter.GenericSearchTerm))
-	types := req.Filter.RoomTypes
-	out := entries[:0]
-	for _, e := range entries {
-		if term != "" && !strings.Contains(strings.ToLower(e.chunk.Name), term) &&
-			!strings.Contains(strings.ToLower(e.chunk.Topic), term) &&
-			!strings.Contains(strings.ToLower(e.chunk.CanonicalAlias), term) {
-			continue
-		}
-		if len(types) > 0 && !roomTypeIn(e.chunk.RoomType, types) {
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
-}
-
-// roomTypeIn matches a room type against a room_types filter, where null
-// stands for rooms without a type.
-func roomTypeIn(roomType string, types []*string) bool {
-	for _, t := range types {
-		if (t == nil && roomType == "") || (t != nil && *t == roomType) {
-			return true
-		}
-	}
-	return false
-}
-
-// storedContent returns the content of a stored event as clients see it:
-// redacted when a redaction applies.
-func storedContent(e storage.EventRow, version string) map[string]json.RawMessage {
-	js := e.JSON
-	if e.RedactedBy != "" {
-		verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(version))
-		if err != nil {
-			return nil
-		}
-		if js, err = verImpl.RedactEventJSON(js); err != nil {
-			return nil
-		}
-	}
-	return contentOf(js)
+	return roomdir.New(a.db, a.stream).List(r.Context(), req)
 }
 
 // contentOf reads the content of an event's JSON, nil when it has none.
@@ -716,25 +422,6 @@ func stringField(content map[string]json.RawMessage, key string) string {
 		return s
 	}
 	return ""
-}
-
-// plainTopic is the text/plain form of a topic: from m.topic when it has
-// one (spec v1.15), else the topic field.
-func plainTopic(content map[string]json.RawMessage) string {
-	var block struct {
-		Text []struct {
-			Body     *string `json:"body"`
-			Mimetype string  `json:"mimetype"`
-		} `json:"m.text"`
-	}
-	if raw, ok := content["m.topic"]; ok && json.Unmarshal(raw, &block) == nil {
-		for _, t := range block.Text {
-			if t.Body != nil && (t.Mimetype == "" || t.Mimetype == "text/plain") {
-				return *t.Body
-			}
-		}
-	}
-	return stringField(content, "topic")
 }
 
 // ---- User directory ----

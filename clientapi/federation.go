@@ -9,6 +9,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/veche/veche/internal/mxerr"
+	"github.com/veche/veche/internal/roomdir"
 	"github.com/veche/veche/storage"
 )
 
@@ -29,6 +30,16 @@ type Federation interface {
 	// Profile asks a remote user's server for their profile (one field,
 	// or all when field is "").
 	Profile(ctx context.Context, userID, field string) (map[string]json.RawMessage, error)
+	// Knock knocks on a room held by other servers, trying the servers in
+	// order, and keeps the knock (with the room's stripped state) out of
+	// band.
+	Knock(ctx context.Context, userID, roomID string, servers []spec.ServerName, content json.RawMessage) error
+	// PublicRooms asks another server for a page of its room directory.
+	PublicRooms(ctx context.Context, server spec.ServerName, req roomdir.Request) (json.RawMessage, error)
+	// Backfill fetches history of a room this server is in from the
+	// other servers in it: up to limit events before the given prev
+	// events, which this server lacks. ctx bounds the time it may take.
+	Backfill(ctx context.Context, room storage.Room, from []string, limit int) error
 }
 
 // errNoFederation answers requests that would need other servers when
@@ -87,6 +98,7 @@ func (a *API) joinServers(r *http.Request, roomID string, given []spec.ServerNam
 			if uid, err := spec.NewUserID(string(ev.SenderID()), true); err == nil {
 				out = append(out, uid.Domain())
 			}
+			out = append(out, strippedStateServers(ev.Unsigned())...)
 		}
 	}
 	if i := strings.IndexByte(roomID, ':'); i > 0 {
@@ -115,6 +127,31 @@ func (a *API) resolveRoom(r *http.Request, idOrAlias string) (string, []spec.Ser
 		return "", nil, mxerr.NotFound("Room alias " + idOrAlias + " not found")
 	}
 	return a.fed.ResolveAlias(r.Context(), idOrAlias)
+}
+
+// strippedStateServers lists the servers of the senders of the stripped
+// state an invite or knock kept out of band carries: they are in the room,
+// which a leave (withdrawing the knock) must go through. The knocker is
+// its own knock's sender, and a room ID of version 12 names no server.
+func strippedStateServers(unsigned []byte) []spec.ServerName {
+	var u struct {
+		Invite []struct {
+			Sender string `json:"sender"`
+		} `json:"invite_room_state"`
+		Knock []struct {
+			Sender string `json:"sender"`
+		} `json:"knock_room_state"`
+	}
+	if json.Unmarshal(unsigned, &u) != nil {
+		return nil
+	}
+	var out []spec.ServerName
+	for _, e := range append(u.Invite, u.Knock...) {
+		if uid, err := spec.NewUserID(e.Sender, true); err == nil {
+			out = append(out, uid.Domain())
+		}
+	}
+	return out
 }
 
 func aliasServer(alias string) spec.ServerName {

@@ -204,11 +204,36 @@ func (a *API) knockRoom(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	room, err := a.roomByIDOrAlias(r, r.PathValue("roomIdOrAlias"))
+	roomID, servers, err := a.resolveRoom(r, r.PathValue("roomIdOrAlias"))
 	if err != nil {
 		return nil, err
 	}
-	if err := a.changeMembershipOf(r, room, requester(r).UserID.String(), spec.Knock, body.Reason); err != nil {
+	me := requester(r).UserID.String()
+	room, err := a.rs.Room(r.Context(), roomID)
+	local := err == nil
+	if local {
+		if local, err = a.inRoom(r.Context(), room); err != nil {
+			return nil, err
+		}
+	} else if !errors.Is(err, mxerr.NotFound("")) {
+		return nil, err
+	}
+	if !local {
+		// A room this server does not hold: knock through its servers.
+		if a.fed == nil {
+			return nil, mxerr.NotFound("Unknown room " + roomID)
+		}
+		profile, err := a.memberProfile(r, me)
+		if err != nil {
+			return nil, err
+		}
+		if err := a.fed.Knock(r.Context(), me, roomID, a.joinServers(r, roomID, servers),
+			memberContent(spec.Knock, body.Reason, false, profile)); err != nil {
+			return nil, err
+		}
+		return map[string]string{"room_id": roomID}, nil
+	}
+	if err := a.changeMembershipOf(r, room, me, spec.Knock, body.Reason); err != nil {
 		return nil, err
 	}
 	return map[string]string{"room_id": room.RoomID}, nil

@@ -116,6 +116,10 @@ func (a *API) messages(r *http.Request) (any, error) {
 	}
 	var chunk []*roomserver.Event
 	cursor, exhausted := from, false
+	var bf *pageBackfill // paging back past the history held here
+	if backwards && a.fed != nil {
+		bf = &pageBackfill{deadline: a.now().Add(backfillBudget)}
+	}
 	// Filters and visibility drop events after the query, so fetch in
 	// rounds until the page is full, bounded so that a room full of
 	// invisible events cannot keep a request busy.
@@ -126,6 +130,16 @@ func (a *API) messages(r *http.Request) (any, error) {
 			return nil, err
 		}
 		exhausted = len(rows) < want
+		if bf != nil {
+			added, err := a.fillGaps(r.Context(), room, bf, rows, cursor, exhausted, limit)
+			if err != nil {
+				return nil, err
+			}
+			if added {
+				exhausted = false
+				continue // read the page again, with the history before it
+			}
+		}
 		evs, err := a.rs.EventRows(room, rows)
 		if err != nil {
 			return nil, err
@@ -167,7 +181,7 @@ func (a *API) messages(r *http.Request) (any, error) {
 	if resp["start"] == "" {
 		resp["start"] = topoToken(from)
 	}
-	if !exhausted || len(chunk) == limit {
+	if !exhausted || len(chunk) == limit || (bf != nil && bf.pending) {
 		resp["end"] = topoToken(cursor)
 	}
 	if f.LazyLoadMembers && len(chunk) > 0 {

@@ -86,6 +86,6 @@ func TestProfile(t *testing.T) {
 	expectError(t, do(t, "PUT", clientURL(s, "/profile/@alice:test.veche/displayname"), "", map[string]any{"displayname": "Mallory"}), 401, "M_MISSING_TOKEN")
 
 	expectError(t, do(t, "GET", clientURL(s, "/profile/@nobody:test.veche"), "", nil), 404, "M_NOT_FOUND")
-	expectError(t, do(t, "GET", clientURL(s, "/profile/@someone:remote.example"), "", nil), 404, "M_NOT_FOUND")
+	expectError(t, do(t, "GET", clientURL(s, "/profile/@someone:remote.example"), "", nil), 502, "M_UNKNOWN")
 	expectError(t, do(t, "GET", clientURL(s, "/profile/not-a-user-id"), "", nil), 400, "M_INVALID_PARAM")
 }

@@ -50,6 +50,9 @@ func (a *API) Register(rt *httpapi.Router) {
 	a.handle(rt, "GET", "/user/{userId}/rooms/{roomId}/account_data/{type}", guestOK, a.getAccountData)
 	a.handle(rt, "PUT", "/user/{userId}/rooms/{roomId}/account_data/{type}", guestOK, a.putAccountData)
 
+	// OpenID.
+	a.handle(rt, "POST", "/user/{userId}/openid/request_token", user, a.requestOpenIDToken)
+
 	// Rooms: creation and membership.
 	a.handle(rt, "POST", "/createRoom", user, a.createRoom)
 	a.handle(rt, "POST", "/join/{roomIdOrAlias}", guestOK, a.joinRoom)

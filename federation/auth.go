@@ -141,6 +141,10 @@ func (f *Federation) authenticate(r *http.Request) (*http.Request, error) {
 		return nil, mxerr.LimitExceeded(wait)
 	}
 
+	if f.OnInbound != nil {
+		// The origin is evidently up: deliver what we owe it now.
+		f.OnInbound(origin)
+	}
 	ctx := context.WithValue(r.Context(), originKey{}, origin)
 	ctx = context.WithValue(ctx, contentKey{}, fr.Content())
 	info := httpapi.Info(ctx)

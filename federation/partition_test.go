@@ -93,7 +93,9 @@ func TestPartitionHealsToOneState(t *testing.T) {
 	if _, err := carol.SendText(bg, roomID, "carol was here"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, bob, roomID, "carol's message on b.test", isMessage("carol was here"))
+	// (bob's server gets carol's topic and the kick, soft-fails both
+	// since carol is demoted there, and in c.test's view bob is gone, so
+	// the message goes to a.test alone.)
 
 	// Heal.
 	a.Up()

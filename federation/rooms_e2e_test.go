@@ -36,13 +36,21 @@ func waitFor(t *testing.T, c *mautrix.Client, roomID id.RoomID, what string, con
 	deadline := time.Now().Add(20 * time.Second)
 	since := ""
 	for time.Now().Before(deadline) {
-		resp, err := c.SyncRequest(bg, 5000, since, "", false, event.PresenceOnline)
+		resp, err := c.SyncRequest(bg, 5000, since, `{"room":{"include_leave":true}}`, false, event.PresenceOnline)
 		if err != nil {
 			t.Fatalf("sync: %v", err)
 		}
 		since = resp.NextBatch
 		if jr, ok := resp.Rooms.Join[roomID]; ok {
 			for _, e := range append(jr.State.Events, jr.Timeline.Events...) {
+				e.RoomID = roomID
+				if cond(e) {
+					return e
+				}
+			}
+		}
+		if lr, ok := resp.Rooms.Leave[roomID]; ok {
+			for _, e := range append(lr.State.Events, lr.Timeline.Events...) {
 				e.RoomID = roomID
 				if cond(e) {
 					return e
@@ -197,3 +205,97 @@ func TestRestrictedJoinOverFederation(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestLeaveBanAndEphemeralAcrossServers(t *testing.T) {
+	servers := testserver.StartFederation(t, []string{"a.test", "b.test"})
+	a, b := servers[0], servers[1]
+	alice := user(t, a, "alice")
+	bob := user(t, b, "bob")
+	created, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roomID := created.RoomID
+	if _, err := bob.JoinRoom(bg, string(roomID), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, alice, roomID, "bob's join", isMember(bob.UserID, "join"))
+
+	// Typing and read receipts travel as EDUs.
+	if _, err := bob.UserTyping(bg, roomID, true, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitEphemeral(t, alice, roomID, "bob typing", func(e *event.Event) bool {
+		ids, _ := e.Content.Raw["user_ids"].([]any)
+		return e.Type == event.EphemeralEventTyping && len(ids) == 1 && ids[0] == string(bob.UserID)
+	})
+	sent, err := alice.SendText(bg, roomID, "read me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, bob, roomID, "alice's message", isMessage("read me"))
+	if err := bob.SendReceipt(bg, roomID, sent.EventID, event.ReceiptTypeRead, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitEphemeral(t, alice, roomID, "bob's receipt", func(e *event.Event) bool {
+		if e.Type != event.EphemeralEventReceipt {
+			return false
+		}
+		byType, _ := e.Content.Raw[string(sent.EventID)].(map[string]any)
+		reads, _ := byType["m.read"].(map[string]any)
+		_, ok := reads[string(bob.UserID)]
+		return ok
+	})
+
+	// Bob leaves; alice's server hears of it.
+	if _, err := bob.LeaveRoom(bg, roomID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, alice, roomID, "bob's leave", isMember(bob.UserID, "leave"))
+	// Bob comes back (through a.test, since nobody on b.test is joined),
+	// then is banned, and cannot return.
+	if _, err := alice.SendStateEvent(bg, roomID, event.StateTopic, "", &event.TopicEventContent{Topic: "while bob was away"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoom(bg, string(roomID), nil); err != nil {
+		t.Fatalf("rejoining: %v", err)
+	}
+	var topic event.TopicEventContent
+	if err := bob.StateEvent(bg, roomID, event.StateTopic, "", &topic); err != nil || topic.Topic != "while bob was away" {
+		t.Fatalf("bob's view after rejoining: %q, %v", topic.Topic, err)
+	}
+	if _, err := alice.BanUser(bg, roomID, &mautrix.ReqBanUser{UserID: bob.UserID, Reason: "enough"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, bob, roomID, "the ban on b.test", isMember(bob.UserID, "ban"))
+	if _, err := bob.JoinRoom(bg, string(roomID), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err == nil {
+		t.Fatal("a banned user rejoined")
+	}
+	if _, err := bob.SendText(bg, roomID, "let me in"); err == nil {
+		t.Fatal("a banned user sent a message")
+	}
+}
+
+// waitEphemeral long-polls /sync until an ephemeral event of the room
+// matches.
+func waitEphemeral(t *testing.T, c *mautrix.Client, roomID id.RoomID, what string, cond func(*event.Event) bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	since := ""
+	for time.Now().Before(deadline) {
+		resp, err := c.SyncRequest(bg, 5000, since, "", false, event.PresenceOnline)
+		if err != nil {
+			t.Fatalf("sync: %v", err)
+		}
+		since = resp.NextBatch
+		if jr, ok := resp.Rooms.Join[roomID]; ok {
+			for _, e := range jr.Ephemeral.Events {
+				_ = e.Content.ParseRaw(e.Type)
+				if cond(e) {
+					return
+				}
+			}
+		}
+	}
+	t.Fatalf("%s: timed out waiting for %s", c.UserID, what)
+}

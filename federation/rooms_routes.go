@@ -41,10 +41,6 @@ func (f *Federation) roomParam(r *http.Request) (string, error) {
 // send is PUT /_matrix/federation/v1/send/{txnId}.
 func (f *Federation) send(r *http.Request) (any, error) {
 	origin := OriginFrom(r.Context())
-	if f.OnInbound != nil {
-		// The origin is evidently up: deliver what we owe it now.
-		f.OnInbound(origin)
-	}
 	return f.txns.handle(r.Context(), origin, r.PathValue("txnId"), Content(r.Context()))
 }
 

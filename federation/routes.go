@@ -15,4 +15,6 @@ func (f *Federation) registerRoutes(rt *httpapi.Router) {
 	f.registerKeyRoutes(rt)
 	f.registerQueryRoutes(rt)
 	f.registerRoomRoutes(rt)
+	f.registerServiceRoutes(rt)
+	f.registerEventRoutes(rt)
 }

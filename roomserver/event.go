@@ -15,7 +15,7 @@ type Event struct {
 	gomatrixserverlib.PDU
 	NID            int64
 	RoomNID        int64
-	StreamPos      int64 // 0: not visible to clients
+	StreamPos      int64 // 0: not visible to clients; negative: backfilled history
 	StateBeforeNID int64
 	StateAfterNID  int64
 	Status         int

@@ -195,7 +195,7 @@ func (a *actor) inputOne(ctx context.Context, pdu gomatrixserverlib.PDU, stateID
 	e.RelatesTo, e.RelType = relation(pdu.Content())
 	if reason != "" {
 		res.Status, res.Reason = InputRejected, reason
-		return res, a.storeUnused(ctx, e, storage.EventRejected, reason)
+		return res, a.storeUnused(ctx, e, storage.EventRejected, reason, before)
 	}
 	// 3. Soft failure: fine in its own history, but not against where the
 	// room is now (say, its sender was banned meanwhile).
@@ -205,7 +205,7 @@ func (a *actor) inputOne(ctx context.Context, pdu gomatrixserverlib.PDU, stateID
 	}
 	if err := gomatrixserverlib.Allowed(pdu, authProvider{room.view}, userIDForSender); err != nil {
 		res.Status, res.Reason = InputSoftFailed, err.Error()
-		return res, a.storeUnused(ctx, e, storage.EventSoftFailed, err.Error())
+		return res, a.storeUnused(ctx, e, storage.EventSoftFailed, err.Error(), before)
 	}
 	return res, a.storeAccepted(ctx, e, before, loader)
 }
@@ -252,8 +252,8 @@ func (a *actor) stateAfterAll(ctx context.Context, prevs []*Event, loader *dbLoa
 // stateAfter loads the full state after an event.
 func (a *actor) stateAfter(ctx context.Context, e *Event) (map[tuple]*Event, error) {
 	snap := e.StateAfterNID
-	if e.Status != storage.EventAccepted {
-		snap = e.StateBeforeNID // unused events change no state
+	if e.Status == storage.EventRejected {
+		snap = e.StateBeforeNID // rejected events change no state
 	}
 	entries, err := a.rs.db.Snapshot(ctx, snap)
 	if err != nil {
@@ -276,16 +276,47 @@ func (a *actor) stateAfter(ctx context.Context, e *Event) (map[tuple]*Event, err
 
 // storeUnused records a rejected or soft-failed event: in the DAG for the
 // record, outside the stream and the state.
-func (a *actor) storeUnused(ctx context.Context, e *Event, status int, reason string) error {
+//
+// before is the state before the event when it is known (the event got
+// past the check against its prev events' state): later events that
+// follow this one build on that state, not on ours.
+func (a *actor) storeUnused(ctx context.Context, e *Event, status int, reason string, before map[tuple]*Event) error {
 	return a.rs.db.Transact(ctx, func(tx *storage.Tx) error {
+		snap := a.room.snapshotNID
+		if before != nil {
+			var err error
+			if snap, err = a.snapshotFor(ctx, tx, before); err != nil {
+				return err
+			}
+		}
 		row := storage.EventRow{
 			RoomNID: a.room.nid, EventID: e.EventID(), Type: e.Type(), StateKey: e.StateKey(), Sender: string(e.SenderID()),
 			Depth: e.Depth(), OriginServerTS: int64(e.OriginServerTS()), Status: status, RejectionReason: reason,
-			StateBeforeNID: a.room.snapshotNID, StateAfterNID: a.room.snapshotNID, RelatesTo: e.RelatesTo, RelType: e.RelType, JSON: e.JSON(),
+			StateBeforeNID: snap, StateAfterNID: snap, RelatesTo: e.RelatesTo, RelType: e.RelType, JSON: e.JSON(),
 		}
 		nid, err := a.insertOrPromote(ctx, tx, e, &row)
 		if err != nil {
 			return err
+		}
+		if status == storage.EventSoftFailed && e.IsState() && before != nil {
+			// A soft-failed state event still takes part in the state of
+			// events that follow it (spec: "Soft failure").
+			size := len(before)
+			if before[e.Tuple()] == nil {
+				size++
+			}
+			chain, _, err := tx.SnapshotInfo(ctx, snap)
+			if err != nil {
+				return err
+			}
+			after, err := tx.InsertSnapshot(ctx, a.room.nid, snap, chain+1, size,
+				[]storage.StateEntry{{Type: e.Type(), StateKey: *e.StateKey(), EventNID: nid}})
+			if err != nil {
+				return err
+			}
+			if err := tx.SetStateAfter(ctx, nid, after); err != nil {
+				return err
+			}
 		}
 		return tx.InsertEdges(ctx, nid, e.PrevEventIDs())
 	})

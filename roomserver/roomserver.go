@@ -39,6 +39,12 @@ type Roomserver struct {
 	now        func() time.Time
 	cache      *eventCache
 
+	// backfillLow is the lowest stream position handed out to backfilled
+	// history (see reserveBackfill); loaded from the database once.
+	backfillMu     sync.Mutex
+	backfillLow    int64
+	backfillLoaded bool
+
 	mu      sync.Mutex
 	actors  map[string]*actor // by room ID
 	stopped bool

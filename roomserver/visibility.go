@@ -52,10 +52,50 @@ func (rs *Roomserver) FilterVisible(ctx context.Context, room storage.Room, user
 	if err != nil {
 		return nil, err
 	}
+	// lastJoin is the stream position of the user's latest join: under
+	// "shared", everything sent before it is visible (spec rule 3). It
+	// is looked up only when an event needs it.
+	lastJoin := int64(-1)
+	joinedLater := func(pos int64) (bool, error) {
+		if lastJoin < 0 {
+			lastJoin = 0
+			rows, err := rs.db.MemberEventsOf(ctx, room.NID, userID)
+			if err != nil {
+				return false, err
+			}
+			for _, r := range rows {
+				var ev struct {
+					Content struct {
+						Membership string `json:"membership"`
+					} `json:"content"`
+				}
+				if json.Unmarshal(r.JSON, &ev) == nil && ev.Content.Membership == spec.Join {
+					lastJoin = r.StreamPos
+				}
+			}
+		}
+		return pos != 0 && pos < lastJoin, nil
+	}
 	type verdict struct{ ok, known bool }
 	cache := map[int64]verdict{}
 	out := events[:0:0]
 	for _, e := range events {
+		if e.Type() == spec.MRoomMember && e.StateKey() != nil && *e.StateKey() == userID {
+			// One's own membership events are visible when the membership
+			// before or after them allows it (spec).
+			ok := false
+			for _, snap := range []int64{e.StateBeforeNID, e.StateAfterNID} {
+				m, err := rs.MembershipAt(ctx, room, snap, userID)
+				if err != nil {
+					return nil, err
+				}
+				ok = ok || m == spec.Join
+			}
+			if ok || membershipOf(e) == spec.Join {
+				out = append(out, e)
+				continue
+			}
+		}
 		// Fast path: everything after the join that is still the user's
 		// membership was sent while they were in the room.
 		if current == spec.Join && since > 0 && e.StreamPos > since {
@@ -87,6 +127,21 @@ func (rs *Roomserver) FilterVisible(ctx context.Context, room storage.Room, user
 			}
 			if e.StateBeforeNID == e.StateAfterNID {
 				cache[snap] = v
+			}
+		}
+		if !v.ok {
+			// Sent before a later join of the user: visible under
+			// "shared" (not cached: it depends on the event's position).
+			later, err := joinedLater(e.StreamPos)
+			if err != nil {
+				return nil, err
+			}
+			if later {
+				vis, err := rs.visibilityAt(ctx, room, e.StateBeforeNID)
+				if err != nil {
+					return nil, err
+				}
+				v.ok = vis == VisibilityShared
 			}
 		}
 		if v.ok {

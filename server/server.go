@@ -21,6 +21,7 @@ import (
 	"github.com/veche/veche/clientapi"
 	"github.com/veche/veche/config"
 	"github.com/veche/veche/federation"
+	"github.com/veche/veche/federation/sender"
 	"github.com/veche/veche/federation/transport"
 	"github.com/veche/veche/internal/httpapi"
 	"github.com/veche/veche/internal/signingkey"
@@ -44,6 +45,7 @@ type Server struct {
 	typing   *typing.Tracker
 	metrics  *httpapi.Metrics
 	fed      *federation.Federation
+	sender   *sender.Sender
 	fedTrans *transport.Transport
 
 	clientSrv  *http.Server
@@ -157,6 +159,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	var fedForClients clientapi.Federation
 	if s.fedSrv != nil {
 		fedForClients = s.fed
+		s.sender = sender.New(sender.Deps{
+			DB: db, Stream: st, ServerName: spec.ServerName(cfg.ServerName), Client: s.fed.Client(),
+			DenyServers: cfg.Federation.DenyServers, Log: log.WithField("component", "federation-sender"), Now: opts.Now,
+		})
+		s.typing.Listen(s.sender.OnTyping)
+		s.fed.OnInbound = s.sender.Wake
 	}
 	client := clientapi.New(clientapi.Deps{
 		Config: cfg, Accounts: s.accounts, DB: db, Roomserver: s.rooms, Stream: st, Typing: s.typing,
@@ -218,6 +226,16 @@ func (s *Server) Start() error {
 			if fln, err = net.Listen("tcp", s.cfg.Listen.Federation); err != nil {
 				return fail(fmt.Errorf("listen.federation: %w", err))
 			}
+		}
+	}
+	if s.sender != nil {
+		// Before any write: the sender moves the stream past positions
+		// it saw before a restart.
+		ctx, cancel := context.WithTimeout(s.bg, 30*time.Second)
+		err := s.sender.Start(ctx)
+		cancel()
+		if err != nil {
+			return fail(fmt.Errorf("starting the federation sender: %w", err))
 		}
 	}
 	s.clientLn, s.metricsLn, s.fedLn = ln, mln, fln
@@ -300,6 +318,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if s.fedLn == nil && s.fedListener != nil {
 			// Never started: the listener we were given is ours to close.
 			s.fedListener.Close()
+		}
+		if s.sender != nil {
+			s.sender.Stop()
 		}
 		s.stopBg()
 		s.fedTrans.Close()

@@ -38,7 +38,7 @@ type EventRow struct {
 	Sender          string
 	Depth           int64
 	OriginServerTS  int64
-	StreamPos       int64 // 0: not in the stream
+	StreamPos       int64 // 0: not in the stream; negative: backfilled history, below it
 	StateBeforeNID  int64
 	StateAfterNID   int64
 	Status          int
@@ -609,4 +609,11 @@ func (o ops) PromoteOutlier(ctx context.Context, e *EventRow) error {
 		e.NID, nullInt(e.StreamPos), e.StateBeforeNID, e.StateAfterNID, e.Status, nullString(e.RejectionReason), e.ReplacesNID,
 		nullString(e.RelatesTo), nullString(e.RelType))
 	return err
+}
+
+// MemberEventsOf returns a user's accepted membership events in a room
+// that are in the stream, oldest first.
+func (o ops) MemberEventsOf(ctx context.Context, roomNID int64, userID string) ([]EventRow, error) {
+	return scanEvents(o.q.query(ctx, `SELECT `+eventColumns+` FROM rooms_events WHERE room_nid = $1 AND type = 'm.room.member'
+		AND state_key = $2 AND status = 0 AND stream_pos IS NOT NULL ORDER BY stream_pos`, roomNID, userID))
 }

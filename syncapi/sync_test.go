@@ -542,3 +542,57 @@ func TestUnreadCountsFollowPushRules(t *testing.T) {
 		t.Fatalf("counts after disabling mentions = %v, want 3 notifications, no highlight", c)
 	}
 }
+
+func TestDepartedUserSeesSharedHistoryAndOwnBan(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t)
+	alice := register(t, s, "alice")
+	bob := register(t, s, "bob")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	sendTexts(t, alice, room.RoomID, 1, "one")
+	if _, err := bob.LeaveRoom(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	sendTexts(t, alice, room.RoomID, 1, "while away")
+	if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	sendTexts(t, alice, room.RoomID, 1, "two")
+	if _, err := alice.BanUser(ctx, room.RoomID, &mautrix.ReqBanUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	sendTexts(t, alice, room.RoomID, 1, "after ban")
+
+	msgs, err := bob.Messages(ctx, room.RoomID, "", "", mautrix.DirectionBackward, nil, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	sawBan := false
+	for _, e := range msgs.Chunk {
+		if b, ok := e.Content.Raw["body"].(string); ok {
+			got[b] = true
+		}
+		if e.Type == event.StateMember && e.StateKey != nil && *e.StateKey == string(bob.UserID) && e.Content.Raw["membership"] == "ban" {
+			sawBan = true
+		}
+	}
+	// Shared history: what was said while bob was away is visible, since
+	// he joined again later; nothing after the ban is.
+	if !got["one 0"] || !got["while away 0"] || !got["two 0"] || got["after ban 0"] || !sawBan {
+		t.Fatalf("bob sees %v (ban shown: %v)", got, sawBan)
+	}
+	withLeave := syncRaw(t, bob, map[string]string{"filter": `{"room":{"include_leave":true}}`})
+	left := withLeave["rooms"].(map[string]any)["leave"].(map[string]any)[string(room.RoomID)].(map[string]any)
+	events := left["timeline"].(map[string]any)["events"].([]any)
+	last := events[len(events)-1].(map[string]any)
+	if last["type"] != "m.room.member" || last["content"].(map[string]any)["membership"] != "ban" {
+		t.Fatalf("the left room's timeline ends with %v, want bob's ban", last)
+	}
+}

@@ -51,7 +51,19 @@ func WithConfig(f func(*config.Config)) Option { return func(s *Setup) { f(s.Con
 // Start runs a server for the duration of the test.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	s := prepare(t, "test.veche", "127.0.0.1:0", opts)
+	// The remote servers single-server tests name are mapped to a closed
+	// loopback port: unreachable at once, without asking real DNS.
+	unreachable := WithConfig(func(c *config.Config) {
+		for _, name := range []string{"remote.example", "elsewhere.example"} {
+			if _, ok := c.Federation.Hosts[name]; !ok {
+				if c.Federation.Hosts == nil {
+					c.Federation.Hosts = map[string]string{}
+				}
+				c.Federation.Hosts[name] = "127.0.0.1:1"
+			}
+		}
+	})
+	s := prepare(t, "test.veche", "127.0.0.1:0", append([]Option{unreachable}, opts...))
 	s.start()
 	return s
 }
