@@ -311,40 +311,14 @@ wait:
 	total := 0
 	for _, pair := range [][2]*side{{s1, s2}, {s2, s1}} {
 		from, to := pair[0], pair[1]
-		rc := recv[to]
-		var lats []time.Duration
-		var lost []string
-		n := 0
-		for body, m := range sent {
-			if !strings.HasPrefix(body, marker+from.label+"-") {
-				continue
-			}
-			n++
-			at, ok := rc.arrived[body]
-			if !ok {
-				lost = append(lost, m.eventID)
-				continue
-			}
-			lats = append(lats, at.Sub(m.start))
-			if at.After(lastArrival) {
-				lastArrival = at
-			}
+		d := recv[to].judge(sent, marker+from.label+"-", t)
+		total += d.sent
+		if d.last.After(lastArrival) {
+			lastArrival = d.last
 		}
-		total += n
-		slices.Sort(lost)
 		dir := from.label + "→" + to.label
-		r.latency("burst "+dir, summarize(lats, 0))
-		r.figure("burst_lost_"+from.label+"_"+to.label, "burst lost "+dir, float64(len(lost)), "")
-		if len(lost) > 0 {
-			t.problem("%d of %d burst messages sent on %s never reached %s, e.g. %s",
-				len(lost), n, from.server, to.server, strings.Join(lost[:min(3, len(lost))], ", "))
-		}
-		if len(rc.dups) > 0 {
-			t.problem("%s showed %d burst messages more than once, e.g. %s", to.server, len(rc.dups), strings.Join(rc.dups[:min(3, len(rc.dups))], ", "))
-		}
-		if len(rc.disorder) > 0 {
-			t.problem("%s showed %d burst messages out of their sender's order, e.g. %s", to.server, len(rc.disorder), strings.Join(rc.disorder[:min(3, len(rc.disorder))], "; "))
-		}
+		r.latency("burst "+dir, summarize(d.latency, 0))
+		r.figure("burst_lost_"+from.label+"_"+to.label, "burst lost "+dir, float64(d.lost), "")
 	}
 	for _, s := range []*side{s1, s2} {
 		rc := recv[s]
@@ -359,6 +333,50 @@ wait:
 		r.figure("burst_delivered_per_second", "burst delivered at", float64(total)/visible.Seconds(), "/s")
 	}
 	return ctx.Err()
+}
+
+// burstDirection is what one receiver saw of the other side's burst.
+type burstDirection struct {
+	sent, lost int
+	latency    []time.Duration // from the send's start to visibility
+	last       time.Time       // the last arrival
+}
+
+// judge compares the messages sent with prefix (the other side's) with
+// what this receiver saw, and reports lost, repeated and disordered
+// messages as problems.
+func (rc *burstReceiver) judge(sent map[string]burstMessage, prefix string, t *tally) burstDirection {
+	var d burstDirection
+	var lost []string
+	for body, m := range sent {
+		if !strings.HasPrefix(body, prefix) {
+			continue
+		}
+		d.sent++
+		at, ok := rc.arrived[body]
+		if !ok {
+			lost = append(lost, m.eventID)
+			continue
+		}
+		d.latency = append(d.latency, at.Sub(m.start))
+		if at.After(d.last) {
+			d.last = at
+		}
+	}
+	d.lost = len(lost)
+	slices.Sort(lost)
+	from, to := rc.other.server, rc.s.server
+	if len(lost) > 0 {
+		t.problem("LOST: %d of %d burst messages sent on %s never reached %s, e.g. %s",
+			len(lost), d.sent, from, to, strings.Join(lost[:min(3, len(lost))], ", "))
+	}
+	if len(rc.dups) > 0 {
+		t.problem("%s showed %d burst messages more than once, e.g. %s", to, len(rc.dups), strings.Join(rc.dups[:min(3, len(rc.dups))], ", "))
+	}
+	if len(rc.disorder) > 0 {
+		t.problem("%s showed %d burst messages out of their sender's order, e.g. %s", to, len(rc.disorder), strings.Join(rc.disorder[:min(3, len(rc.disorder))], "; "))
+	}
+	return d
 }
 
 // run long-polls the receiver's /sync until ctx ends.

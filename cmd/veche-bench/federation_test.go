@@ -204,3 +204,24 @@ func TestBurstReceiverFillsGapsAndChecksOrder(t *testing.T) {
 		t.Error("no progress signalled")
 	}
 }
+
+// A message the other server never showed fails the run, naming it.
+func TestBurstJudgeReportsLoss(t *testing.T) {
+	start := time.Now()
+	rc := &burstReceiver{
+		s: &side{label: "2", server: "b.test"}, other: &side{label: "1", server: "a.test"},
+		arrived: map[string]time.Time{"B1-0/0": start.Add(time.Second), "B1-0/1": start.Add(2 * time.Second)},
+	}
+	sent := map[string]burstMessage{
+		"B1-0/0": {eventID: "$a", start: start}, "B1-0/1": {eventID: "$b", start: start},
+		"B1-1/0": {eventID: "$lost", start: start}, "B2-0/0": {eventID: "$other-way", start: start},
+	}
+	var tl tally
+	d := rc.judge(sent, "B1-", &tl)
+	if d.sent != 3 || d.lost != 1 || len(d.latency) != 2 || !d.last.Equal(start.Add(2*time.Second)) {
+		t.Errorf("judged %+v", d)
+	}
+	if len(tl.problems) != 1 || !strings.Contains(tl.problems[0], "LOST: 1 of 3 burst messages sent on a.test never reached b.test, e.g. $lost") {
+		t.Errorf("problems %q", tl.problems)
+	}
+}

@@ -15,11 +15,70 @@
 //	messages      backwards /messages over a room filled by --senders concurrent users,
 //	              checking that every message comes back once and in causal order
 //
+// Two more run only when named, as they need a second server:
+//
+//	federation    one public room on two federating servers (--url and --url2):
+//	              --senders users on each join it (those of --url2 over federation),
+//	              then delivery latency one message at a time, --messages each way,
+//	              then a burst of --messages in all from every sender on both sides
+//	              at once, until each message is visible in a long-polling /sync on
+//	              the other server; lost, repeated or (per sender) reordered
+//	              messages fail the run
+//	big-join      joining a remote room with --big-members members and --big-state
+//	              state events in all: veche-bench itself plays the resident server
+//	              (--fake-server-name, TLS on --fake-listen, its own signing key and
+//	              a room generated at start), and reports the join's wall time, when
+//	              the room showed up in the user's /sync, and the server's memory
+//
 // Users are created with open registration (m.login.dummy), a
 // registration token (--registration-token) or the shared-secret admin API
 // (--shared-secret), named after --prefix (random by default, so runs
-// never collide). With --pid the server's VmRSS, VmHWM and CPU time are
-// read from /proc around each scenario. --json prints one JSON object.
+// never collide); the second server uses --registration-token2 and
+// --shared-secret2, or else the same. With --pid (and --pid2 for the
+// second server) the server's VmRSS, VmHWM and CPU time are read from
+// /proc around each scenario; big-join resets VmHWM before the join (when
+// it may: the server runs as the same user) so that the peak is the
+// join's. --json prints one JSON object.
+//
+// Running federation against two Veche servers on one machine: each maps
+// the other's server name to its federation listener and accepts the
+// other's self-signed certificate on loopback. --set is given at every
+// start (it is not written to the config); a dotted server name in a
+// federation.hosts key is fine.
+//
+//	mkdir a b
+//	(cd a && veche --server-name a.test --listen-client 127.0.0.1:18008 --listen-federation 127.0.0.1:18448 \
+//	  --set registration.enabled=true --set rate_limits.enabled=false \
+//	  --set federation.hosts.b.test=127.0.0.1:28448 \
+//	  --set federation.insecure_skip_verify=true --set federation.allow_private_networks=true &)
+//	(cd b && veche --server-name b.test --listen-client 127.0.0.1:28008 --listen-federation 127.0.0.1:28448 \
+//	  --set registration.enabled=true --set rate_limits.enabled=false \
+//	  --set federation.hosts.a.test=127.0.0.1:18448 \
+//	  --set federation.insecure_skip_verify=true --set federation.allow_private_networks=true &)
+//	veche-bench --url http://127.0.0.1:18008 --url2 http://127.0.0.1:28008 \
+//	  --pid $(pgrep -f 'listen-client 127.0.0.1:18008') --pid2 $(pgrep -f 'listen-client 127.0.0.1:28008') \
+//	  --scenario federation --senders 8 --messages 2000
+//
+// Running big-join: the server under test must send big.bench's traffic
+// to the fake server's listener, accept its self-signed certificate and
+// reach loopback. The fake listens on --fake-listen (default
+// 127.0.0.1:8449; fixed, because the server reads federation.hosts at
+// start) and prints the address; start the server first, then the bench:
+//
+//	mkdir c && cd c
+//	veche --server-name c.test --set registration.enabled=true --set rate_limits.enabled=false \
+//	  --set federation.hosts.big.bench=127.0.0.1:8449 \
+//	  --set federation.insecure_skip_verify=true --set federation.allow_private_networks=true &
+//	veche-bench --url http://127.0.0.1:8008 --pid $! --scenario big-join --users 1 --senders 1 \
+//	  --big-members 10000 --big-state 20000 --timeout 600s
+//
+// (The server needs a federation listener, listen.federation, to federate
+// at all; generated configs have one on 127.0.0.1:8448.) The fake server
+// answers its key, make_join, send_join (the generated state and auth
+// chain), transactions (accepted, dropped), /event, /state and /state_ids
+// at the join, and empty get_missing_events and backfill; it checks no
+// signatures of what it receives. Generating 20,000 signed events takes a
+// few seconds before the join starts; it is reported, not measured.
 //
 // The exit status is 0 when every scenario passed, 1 when a request
 // failed, a check failed or the run could not start, 2 for bad flags.

@@ -351,7 +351,7 @@ func (b *bench) measureDelivery(ctx context.Context, t *tally, p deliveryPath) (
 		case <-timer.C:
 			out.lost++
 			if out.lost <= keptErrors {
-				t.problem("message %d (%s) did not reach the receiver's /sync%s within %s", i, eventID, where, deliveryTimeout)
+				t.problem("LOST: message %d (%s) did not reach the receiver's /sync%s within %s", i, eventID, where, deliveryTimeout)
 			}
 		case <-ctx.Done():
 		}
@@ -362,7 +362,7 @@ func (b *bench) measureDelivery(ctx context.Context, t *tally, p deliveryPath) (
 	<-recvDone
 
 	if out.lost > keptErrors {
-		t.problem("%d messages in all did not reach the receiver's /sync%s", out.lost, where)
+		t.problem("LOST: %d messages in all did not reach the receiver's /sync%s", out.lost, where)
 	}
 	out.syncs, out.limited = syncs.Load(), limited.Load()
 	return out, ctx.Err()
