@@ -15,11 +15,70 @@
 //	messages      backwards /messages over a room filled by --senders concurrent users,
 //	              checking that every message comes back once and in causal order
 //
+// Two more run only when named, as they need a second server:
+//
+//	federation    one public room on two federating servers (--url and --url2):
+//	              --senders users on each join it (those of --url2 over federation),
+//	              then delivery latency one message at a time, --messages each way,
+//	              then a burst of --messages in all from every sender on both sides
+//	              at once, until each message is visible in a long-polling /sync on
+//	              the other server; lost, repeated or (per sender) reordered
+//	              messages fail the run
+//	big-join      joining a remote room with --big-members members and --big-state
+//	              state events in all: veche-bench itself plays the resident server
+//	              (--fake-server-name, TLS on --fake-listen, its own signing key and
+//	              a room generated at start), and reports the join's wall time, when
+//	              the room showed up in the user's /sync, and the server's memory
+//
 // Users are created with open registration (m.login.dummy), a
 // registration token (--registration-token) or the shared-secret admin API
 // (--shared-secret), named after --prefix (random by default, so runs
-// never collide). With --pid the server's VmRSS, VmHWM and CPU time are
-// read from /proc around each scenario. --json prints one JSON object.
+// never collide); the second server uses --registration-token2 and
+// --shared-secret2, or else the same. With --pid (and --pid2 for the
+// second server) the server's VmRSS, VmHWM and CPU time are read from
+// /proc around each scenario; big-join resets VmHWM before the join (when
+// it may: the server runs as the same user) so that the peak is the
+// join's. --json prints one JSON object.
+//
+// Running federation against two Veche servers on one machine: each maps
+// the other's server name to its federation listener and accepts the
+// other's self-signed certificate on loopback. --set is given at every
+// start (it is not written to the config); a dotted server name in a
+// federation.hosts key is fine.
+//
+//	mkdir a b
+//	(cd a && veche --server-name a.test --listen-client 127.0.0.1:18008 --listen-federation 127.0.0.1:18448 \
+//	  --set registration.enabled=true --set rate_limits.enabled=false \
+//	  --set federation.hosts.b.test=127.0.0.1:28448 \
+//	  --set federation.insecure_skip_verify=true --set federation.allow_private_networks=true &)
+//	(cd b && veche --server-name b.test --listen-client 127.0.0.1:28008 --listen-federation 127.0.0.1:28448 \
+//	  --set registration.enabled=true --set rate_limits.enabled=false \
+//	  --set federation.hosts.a.test=127.0.0.1:18448 \
+//	  --set federation.insecure_skip_verify=true --set federation.allow_private_networks=true &)
+//	veche-bench --url http://127.0.0.1:18008 --url2 http://127.0.0.1:28008 \
+//	  --pid $(pgrep -f 'listen-client 127.0.0.1:18008') --pid2 $(pgrep -f 'listen-client 127.0.0.1:28008') \
+//	  --scenario federation --senders 8 --messages 2000
+//
+// Running big-join: the server under test must send big.bench's traffic
+// to the fake server's listener, accept its self-signed certificate and
+// reach loopback. The fake listens on --fake-listen (default
+// 127.0.0.1:8449; fixed, because the server reads federation.hosts at
+// start) and prints the address; start the server first, then the bench:
+//
+//	mkdir c && cd c
+//	veche --server-name c.test --set registration.enabled=true --set rate_limits.enabled=false \
+//	  --set federation.hosts.big.bench=127.0.0.1:8449 \
+//	  --set federation.insecure_skip_verify=true --set federation.allow_private_networks=true &
+//	veche-bench --url http://127.0.0.1:8008 --pid $! --scenario big-join --users 1 --senders 1 \
+//	  --big-members 10000 --big-state 20000 --timeout 600s
+//
+// (The server needs a federation listener, listen.federation, to federate
+// at all; generated configs have one on 127.0.0.1:8448.) The fake server
+// answers its key, make_join, send_join (the generated state and auth
+// chain), transactions (accepted, dropped), /event, /state and /state_ids
+// at the join, and empty get_missing_events and backfill; it checks no
+// signatures of what it receives. Generating 20,000 signed events takes a
+// few seconds before the join starts; it is reported, not measured.
 //
 // The exit status is 0 when every scenario passed, 1 when a request
 // failed, a check failed or the run could not start, 2 for bad flags.
@@ -33,6 +92,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"os/signal"
@@ -41,6 +101,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 )
 
 func main() {
@@ -73,6 +136,26 @@ type options struct {
 	prefix            string
 	scenarios         []string
 	timeout           time.Duration
+
+	// federation
+	url2               string
+	pid2               int
+	registrationToken2 string
+	sharedSecret2      string
+
+	// big-join
+	fakeServerName string
+	fakeListen     string
+	bigMembers     int
+	bigState       int
+	bigRoomVersion string
+	// burstTimelineLimit is the federation burst receivers' timeline
+	// limit; tests lower it to force limited timelines and the gap
+	// filling that follows.
+	burstTimelineLimit int
+	// fakeListener, when set (tests), is used instead of --fake-listen,
+	// so that the port is known before the server under test starts.
+	fakeListener net.Listener
 }
 
 // localpartRE is the spec's user ID localpart grammar; the prefix becomes
@@ -80,7 +163,7 @@ type options struct {
 var localpartRE = regexp.MustCompile(`^[a-z0-9._=/+-]+$`)
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
-	o := &options{}
+	o := &options{burstTimelineLimit: burstTimelineLimit}
 	fs := flag.NewFlagSet("veche-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.url, "url", "", "client API base URL of the homeserver, e.g. http://127.0.0.1:8008 (required)")
@@ -97,6 +180,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.prefix, "prefix", "", "user name prefix (default: a random run ID, so that runs do not collide)")
 	scen := fs.String("scenario", "all", "comma-separated scenarios: "+strings.Join(scenarioNames(), ", ")+", or all")
 	fs.DurationVar(&o.timeout, "timeout", 90*time.Second, "timeout of each HTTP request (must exceed the 30 s long-poll)")
+	fs.StringVar(&o.url2, "url2", "", "client API base URL of a second homeserver federating with the first (federation scenario)")
+	fs.IntVar(&o.pid2, "pid2", 0, "PID of the second server's process (federation scenario)")
+	fs.StringVar(&o.registrationToken2, "registration-token2", "", "registration token of the second server (default: --registration-token)")
+	fs.StringVar(&o.sharedSecret2, "shared-secret2", "", "shared secret of the second server (default: --shared-secret)")
+	fs.StringVar(&o.fakeServerName, "fake-server-name", "big.bench", "server name of big-join's fake resident server")
+	fs.StringVar(&o.fakeListen, "fake-listen", "127.0.0.1:8449", "address of big-join's fake server's TLS federation listener; map --fake-server-name to it in the server's federation.hosts")
+	fs.IntVar(&o.bigMembers, "big-members", 10000, "joined members of big-join's room")
+	fs.IntVar(&o.bigState, "big-state", 20000, "state events of big-join's room in all (members included; custom state fills the rest)")
+	fs.StringVar(&o.bigRoomVersion, "big-room-version", "12", "room version of big-join's room")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: veche-bench --url URL [flags]\n\nLoad-tests a running Matrix homeserver through its client API.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -110,13 +202,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if u, err := url.Parse(o.url); o.url == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, errors.New("--url must be the http(s) base URL of the client API, e.g. http://127.0.0.1:8008")
 	}
-	for name, v := range map[string]int{"--users": o.users, "--rooms": o.rooms, "--senders": o.senders, "--messages": o.messages, "--initial-syncs": o.initialSyncs} {
+	for name, v := range map[string]int{"--users": o.users, "--rooms": o.rooms, "--senders": o.senders, "--messages": o.messages, "--initial-syncs": o.initialSyncs, "--big-members": o.bigMembers} {
 		if v < 1 {
 			return nil, fmt.Errorf("%s must be at least 1", name)
 		}
 	}
-	if o.history < 0 || o.pid < 0 {
-		return nil, errors.New("--history and --pid must not be negative")
+	if o.history < 0 || o.pid < 0 || o.pid2 < 0 || o.bigState < 0 {
+		return nil, errors.New("--history, --pid, --pid2 and --big-state must not be negative")
 	}
 	if o.timeout <= syncTimeoutMS*time.Millisecond {
 		return nil, fmt.Errorf("--timeout must exceed the %d ms long-poll", syncTimeoutMS)
@@ -133,7 +225,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		s = strings.TrimSpace(s)
 		switch {
 		case s == "all":
-			o.scenarios = append(o.scenarios, scenarioNames()...)
+			for _, sc := range scenarios {
+				if !sc.explicit {
+					o.scenarios = append(o.scenarios, sc.name)
+				}
+			}
 		case slices.Contains(scenarioNames(), s):
 			o.scenarios = append(o.scenarios, s)
 		default:
@@ -144,6 +240,25 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o.scenarios = slices.Compact(o.scenarios)
 	// Run in the documented order, whatever order they were named in.
 	o.scenarios = slices.DeleteFunc(scenarioNames(), func(s string) bool { return !slices.Contains(o.scenarios, s) })
+	if slices.Contains(o.scenarios, "federation") {
+		if u, err := url.Parse(o.url2); o.url2 == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, errors.New("the federation scenario needs --url2, the client API base URL of a second server")
+		}
+	}
+	if slices.Contains(o.scenarios, "big-join") {
+		if _, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(o.bigRoomVersion)); err != nil {
+			return nil, fmt.Errorf("--big-room-version: %w", err)
+		}
+		if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(o.fakeServerName)); !ok {
+			return nil, fmt.Errorf("--fake-server-name %q is not a server name", o.fakeServerName)
+		}
+	}
+	if o.registrationToken2 == "" {
+		o.registrationToken2 = o.registrationToken
+	}
+	if o.sharedSecret2 == "" {
+		o.sharedSecret2 = o.sharedSecret
+	}
 	return o, nil
 }
 
@@ -170,10 +285,14 @@ func commandLine(args []string) string {
 		switch {
 		case redactNext:
 			a, redactNext = "REDACTED", false
-		case a == "--shared-secret" || a == "-shared-secret" || a == "--registration-token" || a == "-registration-token":
+		case slices.Contains(secretFlags, strings.TrimLeft(a, "-")) && strings.HasPrefix(a, "-"):
 			redactNext = true
 		default:
-			for _, f := range []string{"--shared-secret=", "-shared-secret=", "--registration-token=", "-registration-token="} {
+			for _, name := range secretFlags {
+				f := "-" + name + "="
+				if strings.HasPrefix(a, "-"+f) {
+					f = "-" + f
+				}
 				if strings.HasPrefix(a, f) {
 					a = f + "REDACTED"
 				}
@@ -187,11 +306,17 @@ func commandLine(args []string) string {
 	return strings.Join(out, " ")
 }
 
-// bench is one run against one server.
+// secretFlags are the flags whose values are never printed.
+var secretFlags = []string{"shared-secret", "registration-token", "shared-secret2", "registration-token2"}
+
+// bench is one run against one server (two for federation).
 type bench struct {
 	opts *options
 	c    *client
 	reg  *registrar
+	// c2 and reg2 reach the second server (--url2), when given.
+	c2   *client
+	reg2 *registrar
 	// runID goes into every message so that runs never confuse each
 	// other's messages in a shared database.
 	runID string
@@ -238,10 +363,18 @@ func runBench(ctx context.Context, o *options, log io.Writer) (*Report, error) {
 	}
 	defer b.c.close()
 	b.reg = &registrar{c: b.c, password: "vb-" + randomHex(12), token: o.registrationToken, sharedSecret: o.sharedSecret}
-	rep := &Report{URL: o.url, RunID: o.prefix, OK: true, Settings: settings{
+	if o.url2 != "" {
+		b.c2 = newClient(o.url2, o.prefix, o.senders+16, o.timeout)
+		defer b.c2.close()
+		b.reg2 = &registrar{c: b.c2, password: b.reg.password, token: o.registrationToken2, sharedSecret: o.sharedSecret2}
+	}
+	rep := &Report{URL: o.url, URL2: o.url2, RunID: o.prefix, OK: true, Settings: settings{
 		Users: o.users, Rooms: o.rooms, Senders: o.senders, Messages: o.messages, History: o.history,
 		InitialSyncs: o.initialSyncs, Registration: b.reg.method(),
 	}}
+	if slices.Contains(o.scenarios, "big-join") {
+		rep.Settings.BigMembers, rep.Settings.BigState, rep.Settings.BigRoomVersion = o.bigMembers, o.bigState, o.bigRoomVersion
+	}
 	start := time.Now()
 	defer func() { rep.WallSeconds = time.Since(start).Seconds() }()
 
@@ -305,12 +438,17 @@ func runBench(ctx context.Context, o *options, log io.Writer) (*Report, error) {
 func (b *bench) runScenario(ctx context.Context, s scenario) *Result {
 	fmt.Fprintf(b.log, "%s: %s…\n", s.name, s.description)
 	r := &Result{Name: s.name, Description: s.description}
-	var before procSample
-	havePID := false
+	var before, before2 procSample
+	havePID, havePID2 := false, false
 	if b.opts.pid > 0 {
 		var err error
 		before, err = readProc(b.opts.pid)
 		havePID = err == nil
+	}
+	if b.opts.pid2 > 0 && s.name == "federation" {
+		var err error
+		before2, err = readProc(b.opts.pid2)
+		havePID2 = err == nil
 	}
 	limited := b.c.rateLimited.Load()
 	var t tally
@@ -325,6 +463,11 @@ func (b *bench) runScenario(ctx context.Context, s scenario) *Result {
 	if havePID {
 		if after, err := readProc(b.opts.pid); err == nil {
 			r.Server = &serverUsage{RSSBeforeKiB: before.RSSKiB, RSSAfterKiB: after.RSSKiB, HWMKiB: after.HWMKiB, CPUSeconds: after.CPUSeconds - before.CPUSeconds}
+		}
+	}
+	if havePID2 {
+		if after, err := readProc(b.opts.pid2); err == nil {
+			r.Server2 = &serverUsage{RSSBeforeKiB: before2.RSSKiB, RSSAfterKiB: after.RSSKiB, HWMKiB: after.HWMKiB, CPUSeconds: after.CPUSeconds - before2.CPUSeconds}
 		}
 	}
 	return r

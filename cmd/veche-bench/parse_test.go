@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -297,6 +298,11 @@ func TestCommandLineRedactsSecrets(t *testing.T) {
 	if got != want {
 		t.Errorf("commandLine = %q, want %q", got, want)
 	}
+	got = commandLine([]string{"-shared-secret2=x", "--registration-token2", "y", "--shared-secret2=z", "-registration-token=w"})
+	want = "veche-bench -shared-secret2=REDACTED --registration-token2 REDACTED --shared-secret2=REDACTED -registration-token=REDACTED"
+	if got != want {
+		t.Errorf("commandLine = %q, want %q", got, want)
+	}
 }
 
 func TestParseFlags(t *testing.T) {
@@ -321,10 +327,42 @@ func TestParseFlags(t *testing.T) {
 		{"--url", "http://h", "--prefix", "Upper"},
 		{"--url", "http://h", "--timeout", "10s"},
 		{"--url", "http://h", "extra"},
+		{"--url", "http://h", "--scenario", "federation"},
+		{"--url", "http://h", "--scenario", "federation", "--url2", "h2:8008"},
+		{"--url", "http://h", "--scenario", "big-join", "--big-room-version", "99"},
+		{"--url", "http://h", "--scenario", "big-join", "--fake-server-name", "bad name"},
+		{"--url", "http://h", "--scenario", "big-join", "--big-members", "0"},
+		{"--url", "http://h", "--big-state", "-1"},
 	} {
 		if _, err := parseFlags(bad, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) accepted", bad)
 		}
+	}
+}
+
+// The two-server scenarios run only when named; the second server's
+// registration falls back to the first's.
+func TestParseFlagsExplicitScenarios(t *testing.T) {
+	o, err := parseFlags([]string{"--url", "http://h:1", "--scenario", "all"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(o.scenarios, "federation") || slices.Contains(o.scenarios, "big-join") || len(o.scenarios) != 5 {
+		t.Errorf("all = %v", o.scenarios)
+	}
+	o, err = parseFlags([]string{"--url", "http://h:1", "--url2", "http://h:2", "--scenario", "big-join,federation,send-one",
+		"--shared-secret", "s1", "--registration-token2", "t2"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(o.scenarios, ",") != "send-one,federation,big-join" {
+		t.Errorf("scenarios = %v", o.scenarios)
+	}
+	if o.sharedSecret2 != "s1" || o.registrationToken2 != "t2" || o.registrationToken != "" {
+		t.Errorf("second server's registration: secret %q token %q", o.sharedSecret2, o.registrationToken2)
+	}
+	if o.bigMembers != 10000 || o.bigState != 20000 || o.bigRoomVersion != "12" || o.fakeServerName != "big.bench" {
+		t.Errorf("big-join defaults %+v", o)
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -89,4 +90,16 @@ func parseStatCPU(text string) (float64, error) {
 		return 0, fmt.Errorf("malformed stat times")
 	}
 	return float64(utime+stime) / userHZ, nil
+}
+
+// resetPeak sets the process's VmHWM back to its current VmRSS (Linux
+// 4.0+: "5" to clear_refs), so that the next VmHWM read is the peak
+// since now. Only the process's owner or root may do it.
+func resetPeak(pid int) error {
+	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/clear_refs", pid), os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString("5")
+	return errors.Join(err, f.Close())
 }

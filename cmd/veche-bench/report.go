@@ -13,6 +13,7 @@ import (
 type Report struct {
 	Command     string        `json:"command"`
 	URL         string        `json:"url"`
+	URL2        string        `json:"url2,omitempty"`
 	RunID       string        `json:"run_id"`
 	Versions    []string      `json:"server_versions"`
 	Settings    settings      `json:"settings"`
@@ -31,6 +32,10 @@ type settings struct {
 	History      int    `json:"history"`
 	InitialSyncs int    `json:"initial_syncs"`
 	Registration string `json:"registration"`
+	// big-join's room, when it ran.
+	BigMembers     int    `json:"big_members,omitempty"`
+	BigState       int    `json:"big_state,omitempty"`
+	BigRoomVersion string `json:"big_room_version,omitempty"`
 }
 
 type setupFigures struct {
@@ -70,6 +75,8 @@ type Result struct {
 	Errors      int          `json:"errors"`
 	Problems    []string     `json:"problems,omitempty"`
 	Server      *serverUsage `json:"server,omitempty"`
+	// Server2 is the second server (--pid2) in the federation scenario.
+	Server2 *serverUsage `json:"server2,omitempty"`
 }
 
 // Latency is a named distribution, e.g. "send".
@@ -152,9 +159,15 @@ func writeText(w io.Writer, rep *Report) {
 		versions = fmt.Sprintf(" (client API %s … %s)", rep.Versions[0], rep.Versions[n-1])
 	}
 	fmt.Fprintf(w, "server   %s%s\n", rep.URL, versions)
+	if rep.URL2 != "" {
+		fmt.Fprintf(w, "server 2 %s\n", rep.URL2)
+	}
 	s := rep.Settings
 	fmt.Fprintf(w, "run      %s: %d users, %d senders, %d messages per scenario, %d rooms × %d messages for initial-sync\n",
 		rep.RunID, s.Users, s.Senders, s.Messages, s.Rooms, s.History)
+	if s.BigMembers > 0 {
+		fmt.Fprintf(w, "big-join room version %s, %d members, %d state events\n", s.BigRoomVersion, s.BigMembers, s.BigState)
+	}
 	fmt.Fprintf(w, "setup    %d users registered in %.2f s (%s)\n", rep.Setup.Users, rep.Setup.Seconds, s.Registration)
 
 	for _, r := range rep.Scenarios {
@@ -178,6 +191,10 @@ func writeText(w io.Writer, rep *Report) {
 		line := fmt.Sprintf("  wall %.2f s · 429s %d · errors %d", r.WallSeconds, r.RateLimited, r.Errors)
 		if u := r.Server; u != nil {
 			line += fmt.Sprintf(" · server RSS %s → %s, peak %s, CPU %.2f s",
+				fmtKiB(u.RSSBeforeKiB), fmtKiB(u.RSSAfterKiB), fmtKiB(u.HWMKiB), u.CPUSeconds)
+		}
+		if u := r.Server2; u != nil {
+			line += fmt.Sprintf(" · server 2 RSS %s → %s, peak %s, CPU %.2f s",
 				fmtKiB(u.RSSBeforeKiB), fmtKiB(u.RSSAfterKiB), fmtKiB(u.HWMKiB), u.CPUSeconds)
 		}
 		fmt.Fprintln(w, line)
@@ -233,6 +250,8 @@ func formatFigure(f figure) string {
 		return fmtMS(f.Value)
 	case "/s":
 		return fmt.Sprintf("%.1f/s", f.Value)
+	case "kib":
+		return fmtKiB(int64(f.Value))
 	}
 	if f.Value == math.Trunc(f.Value) {
 		return fmt.Sprintf("%.0f", f.Value)

@@ -17,14 +17,19 @@ import (
 type scenario struct {
 	name, description string
 	run               func(b *bench, ctx context.Context, r *Result, t *tally) error
+	// explicit scenarios need more than one server and run only when
+	// named, not as part of "all".
+	explicit bool
 }
 
 var scenarios = []scenario{
-	{"send-one", "one sender sends messages one after another into one room", (*bench).sendOne},
-	{"send-many", "concurrent senders (distinct users) send into one shared room", (*bench).sendMany},
-	{"delivery", "a sender's message until a receiver's long-polling /sync has it", (*bench).delivery},
-	{"initial-sync", "initial /sync of a user in many rooms with history", (*bench).initialSync},
-	{"messages", "backwards /messages over a room filled by concurrent senders, checked for completeness and order", (*bench).messagesScenario},
+	{name: "send-one", description: "one sender sends messages one after another into one room", run: (*bench).sendOne},
+	{name: "send-many", description: "concurrent senders (distinct users) send into one shared room", run: (*bench).sendMany},
+	{name: "delivery", description: "a sender's message until a receiver's long-polling /sync has it", run: (*bench).delivery},
+	{name: "initial-sync", description: "initial /sync of a user in many rooms with history", run: (*bench).initialSync},
+	{name: "messages", description: "backwards /messages over a room filled by concurrent senders, checked for completeness and order", run: (*bench).messagesScenario},
+	{name: "federation", description: "one room on two servers (1 = --url, 2 = --url2): delivery each way one message at a time, then a burst from senders on both, checked for completeness and order", run: (*bench).federation, explicit: true},
+	{name: "big-join", description: "joining a remote room with many members and much state, served by a fake resident server", run: (*bench).bigJoin, explicit: true},
 }
 
 const (
@@ -200,10 +205,49 @@ func (b *bench) delivery(ctx context.Context, r *Result, t *tally) error {
 	if err != nil {
 		return err
 	}
-	filterID, err := b.c.uploadFilter(ctx, receiver, map[string]any{
+	d, err := b.measureDelivery(ctx, t, deliveryPath{
+		sendC: b.c, sender: sender, recvC: b.c, receiver: receiver,
+		roomID: roomID, prefix: b.marker("delivery") + "0/", n: b.opts.messages,
+	})
+	if err != nil {
+		return err
+	}
+	r.WallSeconds = d.wall.Seconds()
+	r.latency("delivery", summarize(d.delivery, d.wall))
+	r.latency("send", summarize(d.send, 0))
+	r.figure("syncs", "/sync answers", float64(d.syncs), "")
+	r.figure("lost", "lost", float64(d.lost), "")
+	r.figure("limited", "limited timelines", float64(d.limited), "")
+	return ctx.Err()
+}
+
+// deliveryPath is one sender and one receiver in a room, each on its own
+// server's client (the same for a single server).
+type deliveryPath struct {
+	sendC, recvC     *client
+	sender, receiver *user
+	roomID           string
+	// prefix starts every message body; a sequence number follows.
+	prefix string
+	n      int
+	// where names the receiver's side in problems ("" on one server).
+	where string
+}
+
+type deliveryOutcome struct {
+	delivery, send []time.Duration
+	wall           time.Duration
+	syncs, limited int64
+	lost           int
+}
+
+// receiverFilter uploads the receiver's sync filter: only the room's
+// timeline, as a client showing one room would ask.
+func receiverFilter(ctx context.Context, c *client, u *user, roomID string, timelineLimit int) (string, error) {
+	return c.uploadFilter(ctx, u, map[string]any{
 		"room": map[string]any{
 			"rooms":        []string{roomID},
-			"timeline":     map[string]any{"limit": deliveryTimelineLimit},
+			"timeline":     map[string]any{"limit": timelineLimit},
 			"state":        map[string]any{"lazy_load_members": true},
 			"ephemeral":    map[string]any{"not_types": []string{"*"}},
 			"account_data": map[string]any{"not_types": []string{"*"}},
@@ -211,15 +255,25 @@ func (b *bench) delivery(ctx context.Context, r *Result, t *tally) error {
 		"presence":     map[string]any{"not_types": []string{"*"}},
 		"account_data": map[string]any{"not_types": []string{"*"}},
 	})
+}
+
+// measureDelivery sends p.n messages one after another, each once the
+// previous one reached the receiver's long-polling /sync (or was given
+// up as lost after deliveryTimeout).
+func (b *bench) measureDelivery(ctx context.Context, t *tally, p deliveryPath) (*deliveryOutcome, error) {
+	filterID, err := receiverFilter(ctx, p.recvC, p.receiver, p.roomID, deliveryTimelineLimit)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	first, _, err := b.c.sync(ctx, receiver, "", filterID, 0)
+	first, _, err := p.recvC.sync(ctx, p.receiver, "", filterID, 0)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	where := ""
+	if p.where != "" {
+		where = " on " + p.where
 	}
 
-	prefix := b.marker("delivery") + "0/"
 	var (
 		mu      sync.Mutex
 		waiting = map[string]chan time.Time{}
@@ -232,7 +286,7 @@ func (b *bench) delivery(ctx context.Context, r *Result, t *tally) error {
 		defer close(recvDone)
 		since, last := first.NextBatch, -1
 		for recvCtx.Err() == nil {
-			resp, _, err := b.c.sync(recvCtx, receiver, since, filterID, syncTimeoutMS)
+			resp, _, err := p.recvC.sync(recvCtx, p.receiver, since, filterID, syncTimeoutMS)
 			if recvCtx.Err() != nil {
 				return
 			}
@@ -246,12 +300,12 @@ func (b *bench) delivery(ctx context.Context, r *Result, t *tally) error {
 			}
 			now := time.Now()
 			syncs.Add(1)
-			room := resp.Rooms.Join[roomID]
+			room := resp.Rooms.Join[p.roomID]
 			if room.Timeline.Limited {
 				limited.Add(1)
 			}
 			for _, ev := range room.Timeline.Events {
-				seq, ok := strings.CutPrefix(ev.Content.Body, prefix)
+				seq, ok := strings.CutPrefix(ev.Content.Body, p.prefix)
 				if ev.Type != "m.room.message" || !ok {
 					continue
 				}
@@ -262,9 +316,9 @@ func (b *bench) delivery(ctx context.Context, r *Result, t *tally) error {
 				mu.Unlock()
 				switch {
 				case count > 1:
-					t.problem("/sync delivered message %d (%s) %d times", n, ev.EventID, count)
+					t.problem("/sync%s delivered message %d (%s) %d times", where, n, ev.EventID, count)
 				case n < last:
-					t.problem("/sync delivered message %d (%s) after message %d", n, ev.EventID, last)
+					t.problem("/sync%s delivered message %d (%s) after message %d", where, n, ev.EventID, last)
 				}
 				last = max(last, n)
 				if ch != nil && count == 1 {
@@ -275,49 +329,43 @@ func (b *bench) delivery(ctx context.Context, r *Result, t *tally) error {
 		}
 	}()
 
-	var deliveryLat, sendLat []time.Duration
-	lost := 0
+	out := &deliveryOutcome{}
 	start := time.Now()
-	for i := 0; i < b.opts.messages && ctx.Err() == nil && !t.tooMany(); i++ {
-		body := prefix + strconv.Itoa(i)
+	for i := 0; i < p.n && ctx.Err() == nil && !t.tooMany(); i++ {
+		body := p.prefix + strconv.Itoa(i)
 		arrived := make(chan time.Time, 1)
 		mu.Lock()
 		waiting[body] = arrived
 		mu.Unlock()
 		sent := time.Now()
-		eventID, a, err := b.c.send(ctx, sender, roomID, body)
+		eventID, a, err := p.sendC.send(ctx, p.sender, p.roomID, body)
 		if err != nil {
 			t.fail(err)
 			continue
 		}
-		sendLat = append(sendLat, a.elapsed)
+		out.send = append(out.send, a.elapsed)
 		timer := time.NewTimer(deliveryTimeout)
 		select {
 		case at := <-arrived:
-			deliveryLat = append(deliveryLat, at.Sub(sent))
+			out.delivery = append(out.delivery, at.Sub(sent))
 		case <-timer.C:
-			lost++
-			if lost <= keptErrors {
-				t.problem("message %d (%s) did not reach the receiver's /sync within %s", i, eventID, deliveryTimeout)
+			out.lost++
+			if out.lost <= keptErrors {
+				t.problem("LOST: message %d (%s) did not reach the receiver's /sync%s within %s", i, eventID, where, deliveryTimeout)
 			}
 		case <-ctx.Done():
 		}
 		timer.Stop()
 	}
-	wall := time.Since(start)
+	out.wall = time.Since(start)
 	stopRecv()
 	<-recvDone
 
-	if lost > keptErrors {
-		t.problem("%d messages in all did not reach the receiver's /sync", lost)
+	if out.lost > keptErrors {
+		t.problem("LOST: %d messages in all did not reach the receiver's /sync%s", out.lost, where)
 	}
-	r.WallSeconds = wall.Seconds()
-	r.latency("delivery", summarize(deliveryLat, wall))
-	r.latency("send", summarize(sendLat, 0))
-	r.figure("syncs", "/sync answers", float64(syncs.Load()), "")
-	r.figure("lost", "lost", float64(lost), "")
-	r.figure("limited", "limited timelines", float64(limited.Load()), "")
-	return ctx.Err()
+	out.syncs, out.limited = syncs.Load(), limited.Load()
+	return out, ctx.Err()
 }
 
 // initialSync measures what a client logging in on a new device waits
