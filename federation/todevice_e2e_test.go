@@ -153,7 +153,7 @@ func TestInboundToDeviceEDU(t *testing.T) {
 		edu("not a user", "m3", toBob(string(dev1), "no sender")),
 		edu("@alice:a.test", "", toBob(string(dev1), "no message ID")),
 		edu("@alice:a.test", "m4", map[string]any{
-			"@carol:c.test": map[string]any{"*": map[string]any{"n": "not ours"}},
+			"@carol:c.test":     map[string]any{"*": map[string]any{"n": "not ours"}},
 			string(bob1.UserID): map[string]any{"*": map[string]any{"n": "all"}, "NOSUCHDEVICE": map[string]any{"n": "lost"}},
 		}),
 	)
