@@ -33,11 +33,11 @@ type Deps struct {
 	Typing     *typing.Tracker
 	// Federation reaches other servers; nil when federation is off.
 	Federation Federation
-	// EDUs queues EDUs for other servers; nil when federation is off.
-	EDUs EDUQueue
-	Log  logrus.FieldLogger
+	Log        logrus.FieldLogger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// EDUs queues EDUs for other servers; nil when federation is off.
+	EDUs EDUQueue
 }
 
 // API is the client API. Create it with New and mount it with Register.
