@@ -36,6 +36,8 @@ type Deps struct {
 	Log        logrus.FieldLogger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// EDUs queues EDUs for other servers; nil when federation is off.
+	EDUs EDUQueue
 }
 
 // API is the client API. Create it with New and mount it with Register.
@@ -47,6 +49,7 @@ type API struct {
 	stream   *stream.Stream
 	typing   *typing.Tracker
 	fed      Federation
+	edus     EDUQueue
 	format   *clientevent.Formatter
 	log      logrus.FieldLogger
 	now      func() time.Time
@@ -67,7 +70,7 @@ func New(d Deps) *API {
 		d.Now = time.Now
 	}
 	a := &API{
-		cfg: d.Config, accounts: d.Accounts, db: d.DB, rs: d.Roomserver, stream: d.Stream, typing: d.Typing, fed: d.Federation, log: d.Log, now: d.Now,
+		cfg: d.Config, accounts: d.Accounts, db: d.DB, rs: d.Roomserver, stream: d.Stream, typing: d.Typing, fed: d.Federation, edus: d.EDUs, log: d.Log, now: d.Now,
 		format: &clientevent.Formatter{RS: d.Roomserver, DB: d.DB, Now: d.Now},
 		uia:    newUIASessions(d.Now), nonces: newNonceStore(d.Now), baseURL: d.Config.BaseURL(),
 	}

@@ -86,6 +86,9 @@ func (a *API) Register(rt *httpapi.Router) {
 	a.registerEphemeralRoutes(rt)
 	a.registerPushRulesRoutes(rt)
 
+	// Send-to-device messaging.
+	a.handle(rt, "PUT", "/sendToDevice/{eventType}/{txnId}", guestOK, a.sendToDevice)
+
 	// Filtering.
 	a.handle(rt, "POST", "/user/{userId}/filter", guestOK, a.createFilter)
 	a.handle(rt, "GET", "/user/{userId}/filter/{filterId}", guestOK, a.getFilter)

@@ -220,6 +220,8 @@ func (t *transactions) processEDU(ctx context.Context, origin spec.ServerName, e
 		err = t.typingEDU(ctx, origin, content)
 	case spec.MReceipt:
 		err = t.receiptEDU(ctx, origin, content)
+	case spec.MDirectToDevice:
+		err = t.toDeviceEDU(ctx, origin, content)
 	default:
 		// Presence, device lists, to-device messages and signing keys
 		// have no consumer on this server yet.

@@ -157,6 +157,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	}
 
 	var fedForClients clientapi.Federation
+	var edus clientapi.EDUQueue // stays a nil interface without federation
 	if s.fedSrv != nil {
 		fedForClients = s.fed
 		s.sender = sender.New(sender.Deps{
@@ -165,10 +166,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		})
 		s.typing.Listen(s.sender.OnTyping)
 		s.fed.OnInbound = s.sender.Wake
+		edus = s.sender
 	}
 	client := clientapi.New(clientapi.Deps{
 		Config: cfg, Accounts: s.accounts, DB: db, Roomserver: s.rooms, Stream: st, Typing: s.typing,
-		Federation: fedForClients, Log: log.WithField("component", "clientapi"), Now: opts.Now,
+		Federation: fedForClients, EDUs: edus, Log: log.WithField("component", "clientapi"), Now: opts.Now,
 	})
 	rt := httpapi.NewRouter()
 	client.Register(rt)

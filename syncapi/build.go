@@ -44,6 +44,9 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 		return nil, err
 	}
 	req.ignored = ignored
+	if err := s.toDevice(ctx, req, pos, resp); err != nil {
+		return nil, err
+	}
 
 	data, err := s.db.AccountDataSince(ctx, req.user.Localpart(), req.since, pos)
 	if err != nil {
