@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -134,28 +136,52 @@ func raws(evs gomatrixserverlib.EventJSONs) []json.RawMessage {
 // (or nil) per event.
 func (rf *roomFed) verify(ctx context.Context, pdus []gomatrixserverlib.PDU) []error {
 	errs := make([]error, len(pdus))
-	for i, p := range pdus {
+	check := func(i int) {
 		errs[i] = safely(func() error {
-			return gomatrixserverlib.VerifyEventSignatures(ctx, p, rf.keys, userIDForSender)
+			return gomatrixserverlib.VerifyEventSignatures(ctx, pdus[i], rf.keys, userIDForSender)
 		})
 	}
+	// One event per origin first, alone: that fetches each server's keys
+	// once, before the parallel checks would all miss the cache at once.
+	seen := map[string]bool{}
+	var rest []int
+	for i, p := range pdus {
+		origin := ""
+		if uid, err := spec.NewUserID(string(p.SenderID()), true); err == nil {
+			origin = string(uid.Domain())
+		}
+		if !seen[origin] {
+			seen[origin] = true
+			check(i)
+			continue
+		}
+		rest = append(rest, i)
+	}
+	parallel(len(rest), func(j int) { check(rest[j]) })
 	return errs
 }
 
 // parseVerified parses and verifies events from a remote answer,
 // dropping (and logging) those that fail.
 func (rf *roomFed) parseVerified(ctx context.Context, raws []json.RawMessage, room storage.Room, from spec.ServerName) []gomatrixserverlib.PDU {
-	var pdus []gomatrixserverlib.PDU
-	for _, raw := range raws {
-		p, err := parsePDU(raw, gomatrixserverlib.RoomVersion(room.Version))
+	// Parsing (the reference hash) and signature checks dominate a big
+	// join: tens of thousands of events. They run on every core.
+	parsed := make([]gomatrixserverlib.PDU, len(raws))
+	parallel(len(raws), func(i int) {
+		p, err := parsePDU(raws[i], gomatrixserverlib.RoomVersion(room.Version))
 		if err != nil {
 			rf.log.WithField("server", from).WithError(err).Debug("Dropping an unparseable event")
-			continue
+			return
 		}
-		if p.RoomID().String() != room.RoomID {
-			continue
+		if p.RoomID().String() == room.RoomID {
+			parsed[i] = p
 		}
-		pdus = append(pdus, p)
+	})
+	var pdus []gomatrixserverlib.PDU
+	for _, p := range parsed {
+		if p != nil {
+			pdus = append(pdus, p)
+		}
 	}
 	errs := rf.verify(ctx, pdus)
 	out := pdus[:0]
@@ -167,6 +193,29 @@ func (rf *roomFed) parseVerified(ctx context.Context, raws []json.RawMessage, ro
 		out = append(out, p)
 	}
 	return out
+}
+
+// parallel runs fn(0..n-1) on every core.
+func parallel(n int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := range n {
+			fn(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // fetchEvents gets events by ID from a server, verified.

@@ -215,6 +215,15 @@ func (a *actor) inputOne(ctx context.Context, pdu gomatrixserverlib.PDU, stateID
 func (a *actor) stateAfterAll(ctx context.Context, prevs []*Event, loader *dbLoader) (map[tuple]*Event, error) {
 	var sets [][]gomatrixserverlib.PDU
 	var single map[tuple]*Event
+	// Forks of messages alone (the common case: concurrent senders on
+	// several servers) share one state snapshot; no need to resolve.
+	snaps := map[int64]bool{}
+	for _, p := range prevs {
+		snaps[stateAfterNID(p)] = true
+	}
+	if len(snaps) == 1 {
+		prevs = prevs[:1]
+	}
 	for _, p := range prevs {
 		m, err := a.stateAfter(ctx, p)
 		if err != nil {
@@ -249,13 +258,17 @@ func (a *actor) stateAfterAll(ctx context.Context, prevs []*Event, loader *dbLoa
 	return out, nil
 }
 
+// stateAfterNID is the snapshot of the state after an event.
+func stateAfterNID(e *Event) int64 {
+	if e.Status == storage.EventRejected {
+		return e.StateBeforeNID // rejected events change no state
+	}
+	return e.StateAfterNID
+}
+
 // stateAfter loads the full state after an event.
 func (a *actor) stateAfter(ctx context.Context, e *Event) (map[tuple]*Event, error) {
-	snap := e.StateAfterNID
-	if e.Status == storage.EventRejected {
-		snap = e.StateBeforeNID // rejected events change no state
-	}
-	return a.snapshotState(ctx, snap)
+	return a.snapshotState(ctx, stateAfterNID(e))
 }
 
 // storeUnused records a rejected or soft-failed event: in the DAG for the
@@ -361,7 +374,15 @@ func (a *actor) storeAccepted(ctx context.Context, e *Event, before map[tuple]*E
 	// The current state: the state after the event when it extends the only
 	// tip; otherwise a resolution over every tip.
 	current := after
-	if len(ext) > 1 {
+	forked := false
+	for _, x := range ext[:len(ext)-1] {
+		// A tip whose state is the current one changes nothing when the
+		// event's own state after is the current one too.
+		if stateAfterNID(x) != room.snapshotNID || !sameState(after, room.view.base) {
+			forked = true
+		}
+	}
+	if forked {
 		sets := [][]gomatrixserverlib.PDU{pdusOf(after)}
 		for _, x := range ext[:len(ext)-1] {
 			m, err := a.stateAfter(ctx, x)

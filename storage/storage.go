@@ -254,6 +254,10 @@ type Tx struct {
 	tx *sql.Tx
 	// unprepared are queries that ran without a cached statement.
 	unprepared []string
+	// bound are this transaction's statements by query: big transactions
+	// (a join's thousands of state events) run the same few queries
+	// thousands of times.
+	bound map[string]*sql.Stmt
 }
 
 // txStmt binds the cached writer statement for q to the transaction. On a
@@ -262,12 +266,26 @@ type Tx struct {
 // transaction holds it. The query then runs unprepared and is prepared for
 // next time once the transaction ends.
 func (t *Tx) txStmt(ctx context.Context, q string) *sql.Stmt {
-	s, ok := t.db.stmts.Load(stmtKey{t.db.writer, q})
-	if !ok {
-		t.unprepared = append(t.unprepared, q)
-		return nil
+	if s := t.bound[q]; s != nil {
+		return s
 	}
-	return t.tx.StmtContext(ctx, s.(*sql.Stmt))
+	var bound *sql.Stmt
+	if s, ok := t.db.stmts.Load(stmtKey{t.db.writer, q}); ok {
+		bound = t.tx.StmtContext(ctx, s.(*sql.Stmt))
+	} else {
+		// Prepared on the transaction's own connection, for as long as it
+		// lasts; cached on the pool once it ends.
+		t.unprepared = append(t.unprepared, q)
+		var err error
+		if bound, err = t.tx.PrepareContext(ctx, t.db.rebind(q)); err != nil {
+			return nil
+		}
+	}
+	if t.bound == nil {
+		t.bound = map[string]*sql.Stmt{}
+	}
+	t.bound[q] = bound
+	return bound
 }
 
 func (t *Tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
