@@ -156,13 +156,19 @@ func (rf *roomFed) joinVia(ctx context.Context, userID, roomID string, server sp
 		}
 		join = signed
 	}
+	log := rf.log.WithField("room_id", roomID).WithField("server", server)
+	started := rf.now()
 	state := rf.parseVerified(ctx, raws(resp.StateEvents), room, server)
 	chain := rf.parseVerified(ctx, raws(resp.AuthEvents), room, server)
 	if len(state) == 0 {
 		return mxerr.Unavailable(fmt.Sprintf("%s returned no usable room state", server))
 	}
-	rf.log.WithField("room_id", roomID).WithField("server", server).WithField("state", len(state)).WithField("auth_chain", len(chain)).
+	verified := rf.now()
+	log.WithField("state", len(state)).WithField("auth_chain", len(chain)).WithField("verify_ms", verified.Sub(started).Milliseconds()).
 		Info("Storing the state of a joined room")
+	defer func() {
+		log.WithField("store_ms", rf.now().Sub(verified).Milliseconds()).Info("Stored the state of a joined room")
+	}()
 	stored, err := rf.rs.Room(ctx, roomID)
 	if err == nil {
 		room = stored
@@ -175,7 +181,7 @@ func (rf *roomFed) joinVia(ctx context.Context, userID, roomID string, server sp
 	for _, e := range state {
 		stateIDs = append(stateIDs, e.EventID())
 	}
-	res, err := rf.rs.InputWithState(ctx, roomID, join, stateIDs)
+	res, err := rf.rs.InputWithState(ctx, roomID, join, stateIDs, state...)
 	if err != nil {
 		return err
 	}

@@ -225,14 +225,17 @@ func topoOrder(byID map[string]gomatrixserverlib.PDU, deps func(gomatrixserverli
 // event, or a send_join response). Every state event must be stored,
 // outliers included (see StoreOutliers). The event then becomes a
 // forward extremity; in a room new to this server it starts the DAG.
-func (rs *Roomserver) InputWithState(ctx context.Context, roomID string, pdu gomatrixserverlib.PDU, stateIDs []string) (InputResult, error) {
+//
+// parsed may carry state events the caller has parsed (and verified)
+// already, which saves parsing their stored JSON again.
+func (rs *Roomserver) InputWithState(ctx context.Context, roomID string, pdu gomatrixserverlib.PDU, stateIDs []string, parsed ...gomatrixserverlib.PDU) (InputResult, error) {
 	if stateIDs == nil {
 		stateIDs = []string{}
 	}
 	req := &request{inputs: []gomatrixserverlib.PDU{pdu}, run: func(a *actor, r *request) {
 		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 		defer cancel()
-		res, err := a.inputOne(ctx, pdu, stateIDs)
+		res, err := a.inputOne(ctx, pdu, stateIDs, parsed...)
 		if err != nil {
 			a.room = nil
 			r.respond(nil, err)

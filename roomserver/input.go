@@ -104,7 +104,8 @@ func (a *actor) processInput(req *request) {
 // inputOne checks and stores one event. stateIDs, when not nil, is the
 // state before the event as another server told it (the event's prev
 // events are unknown here); otherwise it is computed from the prev events.
-func (a *actor) inputOne(ctx context.Context, pdu gomatrixserverlib.PDU, stateIDs []string) (InputResult, error) {
+// parsed may hold those state events already parsed.
+func (a *actor) inputOne(ctx context.Context, pdu gomatrixserverlib.PDU, stateIDs []string, parsed ...gomatrixserverlib.PDU) (InputResult, error) {
 	room := a.room
 	res := InputResult{EventID: pdu.EventID()}
 	if pdu.RoomID().String() != room.id {
@@ -123,6 +124,12 @@ func (a *actor) inputOne(ctx context.Context, pdu gomatrixserverlib.PDU, stateID
 		return res, err
 	}
 	loader := &dbLoader{rs: a.rs, room: room}
+	if len(parsed) > 0 {
+		loader.parsed = make(map[string]gomatrixserverlib.PDU, len(parsed))
+		for _, p := range parsed {
+			loader.parsed[p.EventID()] = p
+		}
+	}
 
 	// 1. The event must pass the auth rules against its own auth events,
 	// none of which may be rejected.
@@ -582,6 +589,9 @@ type dbLoader struct {
 	rs    *Roomserver
 	room  *roomState
 	cache map[string]*Event
+	// parsed are events the caller holds parsed and verified, used
+	// instead of parsing their stored JSON again.
+	parsed map[string]gomatrixserverlib.PDU
 }
 
 func (l *dbLoader) known(id string) *Event { return l.cache[id] }
@@ -613,6 +623,16 @@ func (l *dbLoader) load(ctx context.Context, ids []string) ([]*Event, error) {
 		for _, r := range rows {
 			if r.RoomNID != l.room.nid {
 				continue // an event of another room is no help here
+			}
+			if p := l.parsed[r.EventID]; p != nil && r.RedactedBy == "" {
+				// Parsed already by the caller (a join's thousands of
+				// state events): the row adds only what we know of it.
+				l.cache[r.EventID] = &Event{
+					PDU: p, NID: r.NID, RoomNID: r.RoomNID, StreamPos: r.StreamPos,
+					StateBeforeNID: r.StateBeforeNID, StateAfterNID: r.StateAfterNID, Status: r.Status,
+					ReplacesNID: r.ReplacesNID, RelatesTo: r.RelatesTo, RelType: r.RelType,
+				}
+				continue
 			}
 			e, err := eventFromRow(r, l.room.version.Version())
 			if err != nil {
