@@ -18,6 +18,7 @@ import (
 	"github.com/veche/veche/internal/mxerr"
 	"github.com/veche/veche/internal/ratelimit"
 	"github.com/veche/veche/internal/stream"
+	"github.com/veche/veche/presence"
 	"github.com/veche/veche/roomserver"
 	"github.com/veche/veche/storage"
 	"github.com/veche/veche/typing"
@@ -36,6 +37,9 @@ type Deps struct {
 	Log        logrus.FieldLogger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	// Presence tracks presence; nil answers every user offline.
+	Presence *presence.Presence
 }
 
 // API is the client API. Create it with New and mount it with Register.
@@ -47,6 +51,7 @@ type API struct {
 	stream   *stream.Stream
 	typing   *typing.Tracker
 	fed      Federation
+	presence *presence.Presence
 	format   *clientevent.Formatter
 	log      logrus.FieldLogger
 	now      func() time.Time
@@ -71,6 +76,7 @@ func New(d Deps) *API {
 		format: &clientevent.Formatter{RS: d.Roomserver, DB: d.DB, Now: d.Now},
 		uia:    newUIASessions(d.Now), nonces: newNonceStore(d.Now), baseURL: d.Config.BaseURL(),
 	}
+	a.presence = d.Presence
 	if rl := d.Config.RateLimits; rl.Enabled {
 		mk := func(r config.Rate) *ratelimit.Limiter { return ratelimit.New(r.PerSecond, r.Burst, d.Now) }
 		a.limits = limiters{
