@@ -210,7 +210,12 @@ func (p *Presence) Get(ctx context.Context, userID string) (Content, error) {
 	if !p.enabled {
 		return Content{Presence: Offline}, nil
 	}
+	// Under the user's lock: load fills the cache, which must not take a
+	// row older than one a concurrent change stores.
+	l := p.lock(userID)
+	l.Lock()
 	r, err := p.load(ctx, userID)
+	l.Unlock()
 	if err != nil {
 		return Content{}, err
 	}
@@ -367,7 +372,7 @@ func (p *Presence) Receive(ctx context.Context, origin spec.ServerName, content 
 		}
 		sharers, err := p.db.UsersSharingRoom(ctx, item.UserID)
 		if err != nil {
-			firstErr = cmpErr(firstErr, err)
+			firstErr = firstOf(firstErr, err)
 			continue
 		}
 		if !p.anyLocal(sharers) {
@@ -384,12 +389,13 @@ func (p *Presence) Receive(ctx context.Context, origin spec.ServerName, content 
 			}
 			return next, true
 		})
-		firstErr = cmpErr(firstErr, err)
+		firstErr = firstOf(firstErr, err)
 	}
 	return firstErr
 }
 
-func cmpErr(first, err error) error {
+// firstOf keeps the first error of a loop that goes on after errors.
+func firstOf(first, err error) error {
 	if first != nil {
 		return first
 	}
@@ -402,10 +408,11 @@ func truncate(msg *string) *string {
 	if msg == nil || len(*msg) <= MaxStatusMsgBytes {
 		return msg
 	}
-	s := (*msg)[:MaxStatusMsgBytes]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
+	n := MaxStatusMsgBytes
+	for n > 0 && !utf8.RuneStart((*msg)[n]) {
+		n--
 	}
+	s := (*msg)[:n]
 	return &s
 }
 
@@ -441,12 +448,16 @@ func (p *Presence) Sweep(ctx context.Context) error {
 		return err
 	}
 	var firstErr error
+	now := p.now()
 	for _, r := range rows {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		user := r.UserID
 		if !p.IsLocal(user) {
+			if now.Sub(time.UnixMilli(r.UpdatedTS)) < RemoteTimeout {
+				continue // the common case, decided without a query
+			}
 			err := p.change(ctx, user, nil, func(cur storage.Presence, now time.Time) (storage.Presence, bool) {
 				if cur.Presence == Offline || now.Sub(time.UnixMilli(cur.UpdatedTS)) < RemoteTimeout {
 					return cur, false
@@ -455,9 +466,11 @@ func (p *Presence) Sweep(ctx context.Context) error {
 				next.Presence, next.CurrentlyActive = Offline, false
 				return next, true
 			})
-			firstErr = cmpErr(firstErr, err)
+			firstErr = firstOf(firstErr, err)
 			continue
 		}
+		// The row may be older than the cache; change looks again under
+		// the user's lock.
 		err := p.change(ctx, user, nil, func(cur storage.Presence, now time.Time) (storage.Presence, bool) {
 			next := cur
 			if cur.Presence == Online && now.Sub(time.UnixMilli(cur.LastActiveTS)) >= IdleTimeout {
@@ -472,10 +485,10 @@ func (p *Presence) Sweep(ctx context.Context) error {
 			return next, true
 		})
 		if err != nil {
-			firstErr = cmpErr(firstErr, err)
+			firstErr = firstOf(firstErr, err)
 			continue
 		}
-		firstErr = cmpErr(firstErr, p.ping(ctx, user))
+		firstErr = firstOf(firstErr, p.ping(ctx, user))
 	}
 	return firstErr
 }

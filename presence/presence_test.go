@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -284,7 +285,8 @@ func TestReceive(t *testing.T) {
 	ctx := t.Context()
 	sub := f.st.Subscribe("@alice:x")
 	defer sub.Close()
-	long := strings.Repeat("é", presence.MaxStatusMsgBytes) // twice the cap in bytes
+	// Twice the cap in bytes, with the cap in the middle of a character.
+	long := "x" + strings.Repeat("é", presence.MaxStatusMsgBytes)
 	edu, _ := json.Marshal(map[string]any{"push": []map[string]any{
 		{"user_id": "@bob:remote", "presence": "unavailable", "last_active_ago": 60000, "status_msg": long},
 		{"user_id": "@mallory:elsewhere", "presence": "online", "last_active_ago": 0}, // not of the origin
@@ -301,7 +303,7 @@ func TestReceive(t *testing.T) {
 		t.Fatal("alice was not woken")
 	}
 	c := f.expect("@bob:remote", presence.Unavailable)
-	if *c.LastActiveAgo != 60000 || c.StatusMsg == nil || len(*c.StatusMsg) != presence.MaxStatusMsgBytes || *c.CurrentlyActive {
+	if *c.LastActiveAgo != 60000 || c.StatusMsg == nil || len(*c.StatusMsg) != presence.MaxStatusMsgBytes-1 || !utf8.ValidString(*c.StatusMsg) || *c.CurrentlyActive {
 		t.Fatalf("bob: %+v (status %d bytes)", c, len(*c.StatusMsg))
 	}
 	f.expect("@eve:remote", presence.Offline)
