@@ -18,6 +18,7 @@ import (
 	"github.com/veche/veche/internal/mxerr"
 	"github.com/veche/veche/internal/ratelimit"
 	"github.com/veche/veche/internal/stream"
+	"github.com/veche/veche/presence"
 	"github.com/veche/veche/roomserver"
 	"github.com/veche/veche/storage"
 	"github.com/veche/veche/typing"
@@ -38,6 +39,9 @@ type Deps struct {
 	Now func() time.Time
 	// EDUs queues EDUs for other servers; nil when federation is off.
 	EDUs EDUQueue
+
+	// Presence tracks presence; nil answers every user offline.
+	Presence *presence.Presence
 }
 
 // API is the client API. Create it with New and mount it with Register.
@@ -50,6 +54,7 @@ type API struct {
 	typing   *typing.Tracker
 	fed      Federation
 	edus     EDUQueue
+	presence *presence.Presence
 	format   *clientevent.Formatter
 	log      logrus.FieldLogger
 	now      func() time.Time
@@ -74,6 +79,7 @@ func New(d Deps) *API {
 		format: &clientevent.Formatter{RS: d.Roomserver, DB: d.DB, Now: d.Now},
 		uia:    newUIASessions(d.Now), nonces: newNonceStore(d.Now), baseURL: d.Config.BaseURL(),
 	}
+	a.presence = d.Presence
 	if rl := d.Config.RateLimits; rl.Enabled {
 		mk := func(r config.Rate) *ratelimit.Limiter { return ratelimit.New(r.PerSecond, r.Burst, d.Now) }
 		a.limits = limiters{

@@ -85,6 +85,7 @@ func (a *API) Register(rt *httpapi.Router) {
 	a.registerRelationsRoutes(rt)
 	a.registerEphemeralRoutes(rt)
 	a.registerPushRulesRoutes(rt)
+	a.registerPresenceRoutes(rt)
 
 	// Send-to-device messaging.
 	a.handle(rt, "PUT", "/sendToDevice/{eventType}/{txnId}", guestOK, a.sendToDevice)

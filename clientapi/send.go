@@ -66,6 +66,7 @@ func (a *API) sendMessage(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.markActive(r)
 	return map[string]string{"event_id": ev.EventID()}, nil
 }
 

@@ -48,6 +48,7 @@ type Config struct {
 	WellKnown    WellKnown    `mapstructure:"well_known"`
 	TLS          TLS          `mapstructure:"tls"`
 	Federation   Federation   `mapstructure:"federation"`
+	Presence     Presence     `mapstructure:"presence"`
 
 	// MaxRequestBytes caps the body of any client API request.
 	MaxRequestBytes int64 `mapstructure:"max_request_bytes"`
@@ -189,6 +190,14 @@ type Rate struct {
 	Burst     int     `mapstructure:"burst"`
 }
 
+// Presence controls presence (online/offline status).
+type Presence struct {
+	// Enabled tracks presence and exchanges it with other servers. Off,
+	// clients may still set it but nobody sees it (Synapse's
+	// use_presence): it saves the work presence costs on big servers.
+	Enabled bool `mapstructure:"enabled"`
+}
+
 // WellKnown controls the /.well-known/matrix documents.
 type WellKnown struct {
 	// Server, when set (host:port), is served as /.well-known/matrix/server
@@ -243,6 +252,7 @@ func Defaults() map[string]any {
 		"federation.rate_limit.per_second":      50,
 		"federation.rate_limit.burst":           200,
 		"federation.trusted_key_servers":        []any{},
+		"presence.enabled":                      true,
 		"max_request_bytes":                     1 << 20,
 		"shutdown_timeout":                      "10s",
 	}

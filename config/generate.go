@@ -140,6 +140,12 @@ federation:
   #     verify_keys: {"ed25519:a_RXGa": "l8Hft5qXKn1vfHrg3p4+W8gELQVo8N13JkluMfmn2sQ"}
   trusted_key_servers: []
 
+presence:
+  # Track whether users are online and share it with the users (and
+  # servers) sharing a room with them. Off, clients may still set it but
+  # nobody sees it, which saves work on big servers.
+  enabled: true
+
 # Largest request body accepted on the client API, in bytes.
 max_request_bytes: 1048576
 

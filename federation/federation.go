@@ -29,6 +29,7 @@ import (
 	"github.com/veche/veche/internal/signingkey"
 	"github.com/veche/veche/internal/stream"
 	"github.com/veche/veche/internal/version"
+	"github.com/veche/veche/presence"
 	"github.com/veche/veche/roomserver"
 	"github.com/veche/veche/storage"
 	"github.com/veche/veche/typing"
@@ -57,6 +58,9 @@ type Deps struct {
 	Log     logrus.FieldLogger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	// Presence takes inbound m.presence EDUs; nil ignores them.
+	Presence *presence.Presence
 }
 
 // Federation is the federation component. Create it with New and serve
@@ -153,6 +157,7 @@ func New(d Deps) (*Federation, error) {
 		log: d.Log, now: d.Now,
 	}
 	f.txns = &transactions{rf: f.rooms, db: d.DB, typing: d.Typing, stream: d.Stream, acl: f.checkACL}
+	f.txns.presence = d.Presence
 
 	rt := httpapi.NewRouter()
 	f.registerRoutes(rt)

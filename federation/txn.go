@@ -14,6 +14,7 @@ import (
 
 	"github.com/veche/veche/internal/mxerr"
 	"github.com/veche/veche/internal/stream"
+	"github.com/veche/veche/presence"
 	"github.com/veche/veche/roomserver"
 	"github.com/veche/veche/storage"
 	"github.com/veche/veche/typing"
@@ -54,6 +55,8 @@ type transactions struct {
 	stream *stream.Stream
 	// acl refuses PDUs and EDUs of rooms whose server ACL bans the origin.
 	acl func(ctx context.Context, roomID string, origin spec.ServerName) error
+	// presence takes m.presence EDUs; may be nil.
+	presence *presence.Presence
 
 	mu       sync.Mutex
 	inFlight map[[2]string]*inFlightTxn
@@ -222,6 +225,8 @@ func (t *transactions) processEDU(ctx context.Context, origin spec.ServerName, e
 		err = t.receiptEDU(ctx, origin, content)
 	case spec.MDirectToDevice:
 		err = t.toDeviceEDU(ctx, origin, content)
+	case spec.MPresence:
+		err = t.presenceEDU(ctx, origin, content)
 	default:
 		// Presence, device lists, to-device messages and signing keys
 		// have no consumer on this server yet.

@@ -27,6 +27,7 @@ import (
 	"github.com/veche/veche/internal/signingkey"
 	"github.com/veche/veche/internal/stream"
 	"github.com/veche/veche/internal/tlscert"
+	"github.com/veche/veche/presence"
 	"github.com/veche/veche/roomserver"
 	"github.com/veche/veche/storage"
 	"github.com/veche/veche/syncapi"
@@ -47,6 +48,7 @@ type Server struct {
 	fed      *federation.Federation
 	sender   *sender.Sender
 	fedTrans *transport.Transport
+	presence *presence.Presence
 
 	clientSrv  *http.Server
 	metricsSrv *http.Server
@@ -116,8 +118,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		Log: log.WithField("component", "roomserver"), Now: opts.Now,
 	})
 	s.typing = typing.New(st, opts.Now)
+	s.presence = presence.New(presence.Deps{
+		DB: db, Stream: st, ServerName: spec.ServerName(cfg.ServerName), Enabled: cfg.Presence.Enabled,
+		Log: log.WithField("component", "presence"), Now: opts.Now,
+	})
 
-	s.sync = syncapi.New(syncapi.Deps{DB: db, Roomserver: s.rooms, Stream: st, Typing: s.typing, Log: log.WithField("component", "sync"), Now: opts.Now})
+	s.sync = syncapi.New(syncapi.Deps{DB: db, Roomserver: s.rooms, Stream: st, Typing: s.typing, Log: log.WithField("component", "sync"), Now: opts.Now,
+		Presence: s.presence})
 
 	s.fedTrans = transport.New(transport.Options{
 		Hosts: cfg.Federation.Hosts, InsecureSkipVerify: cfg.Federation.InsecureSkipVerify,
@@ -126,6 +133,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	s.fed, err = federation.New(federation.Deps{
 		DB: db, Config: cfg, ServerName: spec.ServerName(cfg.ServerName), Key: key, Roomserver: s.rooms,
 		Stream: st, Typing: s.typing, Transport: s.fedTrans, Metrics: s.metrics, Log: log.WithField("component", "federation"), Now: opts.Now,
+		Presence: s.presence,
 	})
 	if err != nil {
 		s.rooms.Stop()
@@ -165,12 +173,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 			DenyServers: cfg.Federation.DenyServers, Log: log.WithField("component", "federation-sender"), Now: opts.Now,
 		})
 		s.typing.Listen(s.sender.OnTyping)
+		s.presence.EDUs = s.sender
 		s.fed.OnInbound = s.sender.Wake
 		edus = s.sender
 	}
 	client := clientapi.New(clientapi.Deps{
 		Config: cfg, Accounts: s.accounts, DB: db, Roomserver: s.rooms, Stream: st, Typing: s.typing,
 		Federation: fedForClients, EDUs: edus, Log: log.WithField("component", "clientapi"), Now: opts.Now,
+		Presence: s.presence,
 	})
 	rt := httpapi.NewRouter()
 	client.Register(rt)
@@ -252,6 +262,11 @@ func (s *Server) Start() error {
 	go func() {
 		defer s.workers.Done()
 		s.accounts.Run(s.bg)
+	}()
+	s.workers.Add(1)
+	go func() {
+		defer s.workers.Done()
+		s.presence.Run(s.bg)
 	}()
 	entry := s.log.WithField("client", ln.Addr().String()).WithField("server_name", s.cfg.ServerName)
 	if fln != nil {

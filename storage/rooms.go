@@ -499,7 +499,11 @@ func (o ops) MaxStreamPos(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return max(a.Int64, b.Int64, c, d), nil
+	e, err := o.MaxPresenceStreamPos(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return max(a.Int64, b.Int64, c, d, e), nil
 }
 
 func scanInt64s(rows *sql.Rows) ([]int64, error) {

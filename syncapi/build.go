@@ -184,6 +184,9 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 	if err := work.Wait(); err != nil {
 		return nil, err
 	}
+	if err := s.presenceSection(ctx, req, pos, resp); err != nil {
+		return nil, err
+	}
 	return resp, nil
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/veche/veche/internal/filter"
 	"github.com/veche/veche/internal/mxerr"
 	"github.com/veche/veche/internal/stream"
+	"github.com/veche/veche/presence"
 	"github.com/veche/veche/roomserver"
 	"github.com/veche/veche/storage"
 	"github.com/veche/veche/typing"
@@ -34,6 +35,10 @@ type Deps struct {
 	Typing     *typing.Tracker
 	Log        logrus.FieldLogger
 	Now        func() time.Time
+
+	// Presence gives the presence section and takes set_presence; nil
+	// leaves both out.
+	Presence *presence.Presence
 }
 
 // Sync serves /sync.
@@ -53,6 +58,8 @@ type Sync struct {
 	// graceful drain of in-flight requests.
 	closing   chan struct{}
 	closeOnce sync.Once
+
+	presence *presence.Presence
 }
 
 // Close ends every waiting long-poll with its (empty) answer.
@@ -64,7 +71,7 @@ func New(d Deps) *Sync {
 		d.Now = time.Now
 	}
 	return &Sync{db: d.DB, rs: d.Roomserver, stream: d.Stream, typing: d.Typing, log: d.Log, now: d.Now, closing: make(chan struct{}),
-		format: &clientevent.Formatter{RS: d.Roomserver, DB: d.DB, Now: d.Now}}
+		format: &clientevent.Formatter{RS: d.Roomserver, DB: d.DB, Now: d.Now}, presence: d.Presence}
 }
 
 const (
@@ -105,6 +112,11 @@ func (s *Sync) Handle(r *http.Request) (any, error) {
 	if req.since > 0 {
 		s.stream.AtLeast(req.since)
 	}
+	presenceDone, err := s.syncPresence(r, req)
+	if err != nil {
+		return nil, err
+	}
+	defer presenceDone()
 	sub := s.stream.Subscribe(userID)
 	defer sub.Close()
 	var timer <-chan time.Time
