@@ -223,7 +223,17 @@ func (s *Sender) nextBatch(d *destination) (*batch, error) {
 		nPer := min(len(edus), maxEDUs-nEph)
 		d.ephemeral = fresh[nEph:]
 		s.mu.Unlock()
+		size := 0
+		for _, p := range b.pdus {
+			size += len(p)
+		}
 		for _, e := range edus[:nPer] {
+			// Big EDUs (to-device messages up to a client request's size)
+			// wait for the next transaction rather than push this one past
+			// what receivers accept.
+			if size += len(e.Content); size > maxTxnBytes && len(b.pdus)+len(b.edus) > 0 {
+				break
+			}
 			b.eduIDs = append(b.eduIDs, e.ID)
 			b.edus = append(b.edus, gomatrixserverlib.EDU{Type: e.Type, Content: e.Content})
 		}

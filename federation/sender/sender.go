@@ -43,6 +43,9 @@ import (
 const (
 	maxPDUs = 50
 	maxEDUs = 100
+	// maxTxnBytes keeps a transaction under the body limits receivers
+	// set (Veche's default federation.max_request_bytes is 4 MiB).
+	maxTxnBytes = 3 << 20
 )
 
 const (
