@@ -63,6 +63,10 @@ func (a *API) updateDevice(r *http.Request) (any, error) {
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, mxerr.NotFound("Unknown device")
 	}
+	if err == nil && a.keys != nil {
+		// Other servers show device names: tell them.
+		a.keys.DevicesChanged(r.Context(), requester(r).Localpart(), []string{r.PathValue("deviceId")}, false)
+	}
 	return struct{}{}, err
 }
 

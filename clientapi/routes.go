@@ -85,6 +85,7 @@ func (a *API) Register(rt *httpapi.Router) {
 	a.registerRelationsRoutes(rt)
 	a.registerEphemeralRoutes(rt)
 	a.registerPushRulesRoutes(rt)
+	a.registerKeysRoutes(rt)
 
 	// Filtering.
 	a.handle(rt, "POST", "/user/{userId}/filter", guestOK, a.createFilter)

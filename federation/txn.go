@@ -52,6 +52,7 @@ type transactions struct {
 	db     *storage.DB
 	typing *typing.Tracker
 	stream *stream.Stream
+	keys   keyUpdates
 	// acl refuses PDUs and EDUs of rooms whose server ACL bans the origin.
 	acl func(ctx context.Context, roomID string, origin spec.ServerName) error
 
@@ -220,6 +221,10 @@ func (t *transactions) processEDU(ctx context.Context, origin spec.ServerName, e
 		err = t.typingEDU(ctx, origin, content)
 	case spec.MReceipt:
 		err = t.receiptEDU(ctx, origin, content)
+	case "m.device_list_update":
+		err = t.deviceListEDU(ctx, origin, content)
+	case "m.signing_key_update":
+		err = t.signingKeyEDU(ctx, origin, content)
 	default:
 		// Presence, device lists, to-device messages and signing keys
 		// have no consumer on this server yet.

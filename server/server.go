@@ -20,6 +20,7 @@ import (
 	"github.com/veche/veche/accounts"
 	"github.com/veche/veche/clientapi"
 	"github.com/veche/veche/config"
+	"github.com/veche/veche/e2ee"
 	"github.com/veche/veche/federation"
 	"github.com/veche/veche/federation/sender"
 	"github.com/veche/veche/federation/transport"
@@ -43,6 +44,7 @@ type Server struct {
 	rooms    *roomserver.Roomserver
 	sync     *syncapi.Sync
 	typing   *typing.Tracker
+	keys     *e2ee.Service
 	metrics  *httpapi.Metrics
 	fed      *federation.Federation
 	sender   *sender.Sender
@@ -116,6 +118,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		Log: log.WithField("component", "roomserver"), Now: opts.Now,
 	})
 	s.typing = typing.New(st, opts.Now)
+	s.keys = e2ee.New(e2ee.Deps{DB: db, Stream: st, ServerName: spec.ServerName(cfg.ServerName), Log: log.WithField("component", "e2ee")})
+	s.accounts.OnDeviceChange = s.keys.DevicesChanged
 
 	s.sync = syncapi.New(syncapi.Deps{DB: db, Roomserver: s.rooms, Stream: st, Typing: s.typing, Log: log.WithField("component", "sync"), Now: opts.Now})
 
@@ -126,6 +130,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	s.fed, err = federation.New(federation.Deps{
 		DB: db, Config: cfg, ServerName: spec.ServerName(cfg.ServerName), Key: key, Roomserver: s.rooms,
 		Stream: st, Typing: s.typing, Transport: s.fedTrans, Metrics: s.metrics, Log: log.WithField("component", "federation"), Now: opts.Now,
+		Keys: s.keys,
 	})
 	if err != nil {
 		s.rooms.Stop()
@@ -165,10 +170,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		})
 		s.typing.Listen(s.sender.OnTyping)
 		s.fed.OnInbound = s.sender.Wake
+		s.keys.Connect(s.fed, s.sender)
 	}
 	client := clientapi.New(clientapi.Deps{
 		Config: cfg, Accounts: s.accounts, DB: db, Roomserver: s.rooms, Stream: st, Typing: s.typing,
 		Federation: fedForClients, Log: log.WithField("component", "clientapi"), Now: opts.Now,
+		Keys: s.keys,
 	})
 	rt := httpapi.NewRouter()
 	client.Register(rt)
