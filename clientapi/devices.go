@@ -64,7 +64,7 @@ func (a *API) updateDevice(r *http.Request) (any, error) {
 		return nil, mxerr.NotFound("Unknown device")
 	}
 	if err == nil && a.keys != nil {
-		// Other servers show device names: tell them.
+		// Clients read device names from key queries: tell them to look again.
 		a.keys.DevicesChanged(r.Context(), requester(r).Localpart(), []string{r.PathValue("deviceId")}, false)
 	}
 	return struct{}{}, err

@@ -90,10 +90,9 @@ func (s *Service) devicesChanged(ctx context.Context, localpart string, deviceID
 			prevIDs = append(prevIDs, prev)
 		}
 		content := map[string]any{"user_id": userID, "device_id": id, "stream_id": streamID, "prev_id": prevIDs, "deleted": deleted}
+		// device_display_name is left out: device names stay on this
+		// server (see queryLocal).
 		if d, ok := devices[id]; ok {
-			if d.DisplayName != nil {
-				content["device_display_name"] = *d.DisplayName
-			}
 			if d.KeyJSON != nil {
 				content["keys"] = json.RawMessage(d.KeyJSON)
 			}

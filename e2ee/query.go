@@ -177,7 +177,13 @@ func (s *Service) queryLocal(ctx context.Context, viewer string, users map[strin
 			byDevice[sig.TargetKeyID] = append(byDevice[sig.TargetKeyID], sig)
 		}
 		for _, k := range keys {
-			out[k.DeviceID] = withDisplayName(withSignatures(k.KeyJSON, byDevice[k.DeviceID]), k.DisplayName)
+			out[k.DeviceID] = withSignatures(k.KeyJSON, byDevice[k.DeviceID])
+			if viewer != "" {
+				// Device names stay on this server: they tend to say
+				// more about a person than other servers need to know
+				// (Synapse's default too).
+				out[k.DeviceID] = withDisplayName(out[k.DeviceID], k.DisplayName)
+			}
 		}
 		resp.DeviceKeys[u] = out
 		cross, err := s.crossSigningKeys(ctx, localpart, viewer)
@@ -246,17 +252,14 @@ func (s *Service) UserDevices(ctx context.Context, user spec.UserID) (map[string
 	if err != nil {
 		return nil, err
 	}
+	// Device names are left out, as in key queries from other servers.
 	type device struct {
-		DeviceID    string          `json:"device_id"`
-		DisplayName string          `json:"device_display_name,omitempty"`
-		Keys        json.RawMessage `json:"keys,omitempty"`
+		DeviceID string          `json:"device_id"`
+		Keys     json.RawMessage `json:"keys,omitempty"`
 	}
 	out := make([]device, 0, len(devices))
 	for _, d := range devices {
 		dev := device{DeviceID: d.DeviceID}
-		if d.DisplayName != nil {
-			dev.DisplayName = *d.DisplayName
-		}
 		if d.KeyJSON != nil {
 			var mine []storage.KeySignature
 			for _, sig := range sigs {
