@@ -1,6 +1,7 @@
 package federation_test
 
 import (
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -148,6 +149,17 @@ func TestE2EEKeysOverFederation(t *testing.T) {
 	if dig(q, "master_keys", string(bob.UserID), "keys", testkeys.KeyID(bobCS.Master)) != bobCS.Master.PubB64() ||
 		dig(q, "self_signing_keys", string(bob.UserID)) == nil || dig(q, "user_signing_keys", string(bob.UserID)) != nil {
 		t.Fatalf("bob's cross-signing keys over federation: %v", q)
+	}
+	// b.test's device list snapshot (what a server resyncs from) has the
+	// keys, the master and self-signing keys and a version.
+	var devices map[string]any
+	if err := signedJSON(t, a, "b.test", "GET", "/_matrix/federation/v1/user/devices/"+url.PathEscape(string(bob.UserID)), nil, &devices); err != nil {
+		t.Fatal(err)
+	}
+	list, _ := devices["devices"].([]any)
+	if len(list) != 1 || dig(list[0], "keys", "device_id") != bobDev.DeviceID || dig(list[0], "device_display_name") != nil ||
+		dig(devices, "master_key", "usage") == nil || dig(devices, "self_signing_key", "usage") == nil || devices["stream_id"].(float64) <= 0 {
+		t.Fatalf("user/devices: %v", devices)
 	}
 
 	// Alice verifies Bob: her signature of his master key is kept on
