@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -40,6 +41,12 @@ type Service struct {
 	// seenWritten remembers when each device's activity was last stored so
 	// that a busy device costs one write a minute, not one per request.
 	seenWritten map[deviceKey]time.Time
+
+	// OnDeviceChange, when set, is told of devices created (deleted
+	// false) or deleted, after the change committed; end-to-end
+	// encryption announces device list changes with it. Set it before
+	// use.
+	OnDeviceChange func(ctx context.Context, localpart string, deviceIDs []string, deleted bool)
 }
 
 type deviceKey struct{ localpart, deviceID string }
@@ -119,6 +126,8 @@ type Session struct {
 	AccessToken  string
 	RefreshToken string
 	ExpiresIn    time.Duration // 0 when the access token does not expire
+	// newDevice is set when the session created its device.
+	newDevice bool
 }
 
 // LoginOptions describe the device a session is for.
@@ -202,6 +211,9 @@ func (s *Service) Create(ctx context.Context, acct NewAccount, login *LoginOptio
 	if err != nil {
 		return nil, err
 	}
+	if sess.newDevice {
+		s.deviceChange(ctx, acct.Localpart, []string{sess.DeviceID}, false)
+	}
 	s.log.WithField("user_id", sess.UserID.String()).WithField("guest", acct.Guest).Info("Account created")
 	return sess, nil
 }
@@ -242,7 +254,17 @@ func (s *Service) Login(ctx context.Context, localpart string, opts LoginOptions
 		sess, err = s.startSession(ctx, tx, localpart, opts)
 		return err
 	})
+	if err == nil && sess.newDevice {
+		s.deviceChange(ctx, localpart, []string{sess.DeviceID}, false)
+	}
 	return sess, err
+}
+
+// deviceChange calls OnDeviceChange when it is set.
+func (s *Service) deviceChange(ctx context.Context, localpart string, deviceIDs []string, deleted bool) {
+	if s.OnDeviceChange != nil && len(deviceIDs) > 0 {
+		s.OnDeviceChange(ctx, localpart, deviceIDs, deleted)
+	}
 }
 
 func (s *Service) startSession(ctx context.Context, tx *storage.Tx, localpart string, opts LoginOptions) (*Session, error) {
@@ -265,6 +287,7 @@ func (s *Service) startSession(ctx context.Context, tx *storage.Tx, localpart st
 	if err != nil {
 		return nil, err
 	}
+	sess.newDevice = created
 	return sess, nil
 }
 
@@ -395,15 +418,37 @@ func (s *Service) Logout(ctx context.Context, r *Requester) error {
 
 // LogoutAll deletes every device of a user.
 func (s *Service) LogoutAll(ctx context.Context, localpart string) error {
-	return s.db.Transact(ctx, func(tx *storage.Tx) error {
-		_, err := tx.DeleteDevicesExcept(ctx, localpart, "")
+	var deleted []string
+	err := s.db.Transact(ctx, func(tx *storage.Tx) error {
+		var err error
+		deleted, err = tx.DeleteDevicesExcept(ctx, localpart, "")
 		return err
 	})
+	if err == nil {
+		s.deviceChange(ctx, localpart, deleted, true)
+	}
+	return err
 }
 
 // DeleteDevices deletes devices (and their tokens) of a user.
 func (s *Service) DeleteDevices(ctx context.Context, localpart string, deviceIDs []string) error {
-	return s.db.Transact(ctx, func(tx *storage.Tx) error { return tx.DeleteDevices(ctx, localpart, deviceIDs) })
+	var deleted []string
+	err := s.db.Transact(ctx, func(tx *storage.Tx) error {
+		existing, err := tx.Devices(ctx, localpart)
+		if err != nil {
+			return err
+		}
+		for _, d := range existing {
+			if slices.Contains(deviceIDs, d.DeviceID) {
+				deleted = append(deleted, d.DeviceID)
+			}
+		}
+		return tx.DeleteDevices(ctx, localpart, deleted)
+	})
+	if err == nil {
+		s.deviceChange(ctx, localpart, deleted, true)
+	}
+	return err
 }
 
 // SetPassword replaces a user's password. When logoutOthers is set, every
@@ -413,31 +458,40 @@ func (s *Service) SetPassword(ctx context.Context, localpart, password string, l
 	if err != nil {
 		return err
 	}
-	return s.db.Transact(ctx, func(tx *storage.Tx) error {
+	var deleted []string
+	err = s.db.Transact(ctx, func(tx *storage.Tx) error {
 		if err := tx.SetPasswordHash(ctx, localpart, hash); err != nil {
 			return err
 		}
 		if logoutOthers {
-			_, err := tx.DeleteDevicesExcept(ctx, localpart, keepDevice)
+			var err error
+			deleted, err = tx.DeleteDevicesExcept(ctx, localpart, keepDevice)
 			return err
 		}
 		return nil
 	})
+	if err == nil {
+		s.deviceChange(ctx, localpart, deleted, true)
+	}
+	return err
 }
 
 // Deactivate permanently disables an account: it loses its password, its
 // devices and its profile; erase also marks its messages for erasure.
 func (s *Service) Deactivate(ctx context.Context, localpart string, erase bool) error {
+	var deleted []string
 	err := s.db.Transact(ctx, func(tx *storage.Tx) error {
 		if err := tx.MarkDeactivated(ctx, localpart, erase, s.now().UnixMilli()); err != nil {
 			return err
 		}
-		if _, err := tx.DeleteDevicesExcept(ctx, localpart, ""); err != nil {
+		var err error
+		if deleted, err = tx.DeleteDevicesExcept(ctx, localpart, ""); err != nil {
 			return err
 		}
 		return tx.DeleteProfile(ctx, localpart)
 	})
 	if err == nil {
+		s.deviceChange(ctx, localpart, deleted, true)
 		s.log.WithField("user_id", "@"+localpart+":"+string(s.serverName)).WithField("erase", erase).Info("Account deactivated")
 	}
 	return err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/veche/veche/accounts"
 	"github.com/veche/veche/config"
+	"github.com/veche/veche/e2ee"
 	"github.com/veche/veche/internal/clientevent"
 	"github.com/veche/veche/internal/httpapi"
 	"github.com/veche/veche/internal/mxerr"
@@ -42,6 +43,8 @@ type Deps struct {
 
 	// Presence tracks presence; nil answers every user offline.
 	Presence *presence.Presence
+	// Keys holds end-to-end encryption keys.
+	Keys *e2ee.Service
 }
 
 // API is the client API. Create it with New and mount it with Register.
@@ -55,6 +58,7 @@ type API struct {
 	fed      Federation
 	edus     EDUQueue
 	presence *presence.Presence
+	keys     *e2ee.Service
 	format   *clientevent.Formatter
 	log      logrus.FieldLogger
 	now      func() time.Time
@@ -76,6 +80,7 @@ func New(d Deps) *API {
 	}
 	a := &API{
 		cfg: d.Config, accounts: d.Accounts, db: d.DB, rs: d.Roomserver, stream: d.Stream, typing: d.Typing, fed: d.Federation, edus: d.EDUs, log: d.Log, now: d.Now,
+		keys:   d.Keys,
 		format: &clientevent.Formatter{RS: d.Roomserver, DB: d.DB, Now: d.Now},
 		uia:    newUIASessions(d.Now), nonces: newNonceStore(d.Now), baseURL: d.Config.BaseURL(),
 	}

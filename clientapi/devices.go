@@ -63,6 +63,10 @@ func (a *API) updateDevice(r *http.Request) (any, error) {
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, mxerr.NotFound("Unknown device")
 	}
+	if err == nil && a.keys != nil {
+		// Clients read device names from key queries: tell them to look again.
+		a.keys.DevicesChanged(r.Context(), requester(r).Localpart(), []string{r.PathValue("deviceId")}, false)
+	}
 	return struct{}{}, err
 }
 

@@ -89,6 +89,7 @@ func (a *API) Register(rt *httpapi.Router) {
 
 	// Send-to-device messaging.
 	a.handle(rt, "PUT", "/sendToDevice/{eventType}/{txnId}", guestOK, a.sendToDevice)
+	a.registerKeysRoutes(rt)
 
 	// Filtering.
 	a.handle(rt, "POST", "/user/{userId}/filter", guestOK, a.createFilter)

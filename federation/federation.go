@@ -24,6 +24,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/veche/veche/config"
+	"github.com/veche/veche/e2ee"
 	"github.com/veche/veche/internal/httpapi"
 	"github.com/veche/veche/internal/ratelimit"
 	"github.com/veche/veche/internal/signingkey"
@@ -61,6 +62,9 @@ type Deps struct {
 
 	// Presence takes inbound m.presence EDUs; nil ignores them.
 	Presence *presence.Presence
+	// Keys holds end-to-end encryption keys and device lists (nil: a
+	// store of its own).
+	Keys *e2ee.Service
 }
 
 // Federation is the federation component. Create it with New and serve
@@ -85,6 +89,7 @@ type Federation struct {
 
 	rooms *roomFed
 	txns  *transactions
+	e2ee  *e2ee.Service
 	// OnInbound is told of every server that sends us a transaction (so
 	// the sender can retry what it owes that server at once); may be nil.
 	OnInbound func(spec.ServerName)
@@ -158,6 +163,7 @@ func New(d Deps) (*Federation, error) {
 	}
 	f.txns = &transactions{rf: f.rooms, db: d.DB, typing: d.Typing, stream: d.Stream, acl: f.checkACL}
 	f.txns.presence = d.Presence
+	f.useKeys(d)
 
 	rt := httpapi.NewRouter()
 	f.registerRoutes(rt)

@@ -34,7 +34,7 @@ func loginAgain(t *testing.T, s *testserver.Server, c *mautrix.Client) *mautrix.
 	return n
 }
 
-func deviceOf(t *testing.T, c *mautrix.Client) id.DeviceID {
+func deviceIDOf(t *testing.T, c *mautrix.Client) id.DeviceID {
 	t.Helper()
 	who, err := c.Whoami(bg)
 	if err != nil {
@@ -78,7 +78,7 @@ func TestSendToDeviceAcrossServers(t *testing.T) {
 	alice := user(t, a, "alice")
 	bob1 := user(t, b, "bob")
 	bob2 := loginAgain(t, b, bob1)
-	dev1 := deviceOf(t, bob1)
+	dev1 := deviceIDOf(t, bob1)
 	start1, err := bob1.SyncRequest(bg, 0, "", "", false, event.PresenceOnline)
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +122,7 @@ func TestInboundToDeviceEDU(t *testing.T) {
 	a, b := servers[0], servers[1]
 	bob1 := user(t, b, "bob")
 	bob2 := loginAgain(t, b, bob1)
-	dev1 := deviceOf(t, bob1)
+	dev1 := deviceIDOf(t, bob1)
 	start1, err := bob1.SyncRequest(bg, 0, "", "", false, event.PresenceOnline)
 	if err != nil {
 		t.Fatal(err)

@@ -53,6 +53,7 @@ type transactions struct {
 	db     *storage.DB
 	typing *typing.Tracker
 	stream *stream.Stream
+	keys   keyUpdates
 	// acl refuses PDUs and EDUs of rooms whose server ACL bans the origin.
 	acl func(ctx context.Context, roomID string, origin spec.ServerName) error
 	// presence takes m.presence EDUs; may be nil.
@@ -227,6 +228,10 @@ func (t *transactions) processEDU(ctx context.Context, origin spec.ServerName, e
 		err = t.toDeviceEDU(ctx, origin, content)
 	case spec.MPresence:
 		err = t.presenceEDU(ctx, origin, content)
+	case "m.device_list_update":
+		err = t.deviceListEDU(ctx, origin, content)
+	case "m.signing_key_update":
+		err = t.signingKeyEDU(ctx, origin, content)
 	default:
 		// Presence, device lists, to-device messages and signing keys
 		// have no consumer on this server yet.

@@ -20,6 +20,7 @@ import (
 	"github.com/veche/veche/accounts"
 	"github.com/veche/veche/clientapi"
 	"github.com/veche/veche/config"
+	"github.com/veche/veche/e2ee"
 	"github.com/veche/veche/federation"
 	"github.com/veche/veche/federation/sender"
 	"github.com/veche/veche/federation/transport"
@@ -44,6 +45,7 @@ type Server struct {
 	rooms    *roomserver.Roomserver
 	sync     *syncapi.Sync
 	typing   *typing.Tracker
+	keys     *e2ee.Service
 	metrics  *httpapi.Metrics
 	fed      *federation.Federation
 	sender   *sender.Sender
@@ -122,6 +124,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		DB: db, Stream: st, ServerName: spec.ServerName(cfg.ServerName), Enabled: cfg.Presence.Enabled,
 		Log: log.WithField("component", "presence"), Now: opts.Now,
 	})
+	s.keys = e2ee.New(e2ee.Deps{DB: db, Stream: st, ServerName: spec.ServerName(cfg.ServerName), Log: log.WithField("component", "e2ee")})
+	s.accounts.OnDeviceChange = s.keys.DevicesChanged
 
 	s.sync = syncapi.New(syncapi.Deps{DB: db, Roomserver: s.rooms, Stream: st, Typing: s.typing, Log: log.WithField("component", "sync"), Now: opts.Now,
 		Presence: s.presence})
@@ -134,6 +138,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		DB: db, Config: cfg, ServerName: spec.ServerName(cfg.ServerName), Key: key, Roomserver: s.rooms,
 		Stream: st, Typing: s.typing, Transport: s.fedTrans, Metrics: s.metrics, Log: log.WithField("component", "federation"), Now: opts.Now,
 		Presence: s.presence,
+		Keys:     s.keys,
 	})
 	if err != nil {
 		s.rooms.Stop()
@@ -176,11 +181,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		s.presence.EDUs = s.sender
 		s.fed.OnInbound = s.sender.Wake
 		edus = s.sender
+		s.keys.Connect(s.fed, s.sender)
 	}
 	client := clientapi.New(clientapi.Deps{
 		Config: cfg, Accounts: s.accounts, DB: db, Roomserver: s.rooms, Stream: st, Typing: s.typing,
 		Federation: fedForClients, EDUs: edus, Log: log.WithField("component", "clientapi"), Now: opts.Now,
-		Presence: s.presence,
+		Presence: s.presence, Keys: s.keys,
 	})
 	rt := httpapi.NewRouter()
 	client.Register(rt)

@@ -503,7 +503,11 @@ func (o ops) MaxStreamPos(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return max(a.Int64, b.Int64, c, d, e), nil
+	f, err := o.maxDeviceListPos(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return max(a.Int64, b.Int64, c, d, e, f), nil
 }
 
 func scanInt64s(rows *sql.Rows) ([]int64, error) {

@@ -26,6 +26,7 @@ func newResponse(pos, typingPos int64) *Response {
 		},
 		AccountData: eventList{Events: []any{}}, Presence: eventList{Events: []any{}}, ToDevice: eventList{Events: []any{}},
 		DeviceLists: deviceLists{Changed: []string{}, Left: []string{}}, OTKCounts: map[string]int{},
+		FallbackKeyTypes: []string{},
 	}
 }
 
@@ -185,6 +186,9 @@ func (s *Sync) build(ctx context.Context, req *request, pos int64) (*Response, e
 		return nil, err
 	}
 	if err := s.presenceSection(ctx, req, pos, resp); err != nil {
+		return nil, err
+	}
+	if err := s.e2eeSections(ctx, req, pos, resp); err != nil {
 		return nil, err
 	}
 	return resp, nil

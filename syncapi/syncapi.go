@@ -238,6 +238,8 @@ type Response struct {
 	ToDevice    eventList      `json:"to_device"`
 	DeviceLists deviceLists    `json:"device_lists"`
 	OTKCounts   map[string]int `json:"device_one_time_keys_count"`
+	// FallbackKeyTypes lists the device's unused fallback key algorithms.
+	FallbackKeyTypes []string `json:"device_unused_fallback_key_types"`
 }
 
 type deviceLists struct {
