@@ -233,8 +233,7 @@ func (t *transactions) processEDU(ctx context.Context, origin spec.ServerName, e
 	case "m.signing_key_update":
 		err = t.signingKeyEDU(ctx, origin, content)
 	default:
-		// Presence, device lists, to-device messages and signing keys
-		// have no consumer on this server yet.
+		// Unstable and unknown EDU types (the spec: ignore them).
 		log.Debug("Ignoring an EDU type this server does not handle")
 		return
 	}
