@@ -80,10 +80,6 @@ type fakeRoom struct {
 // benchStateType is the type of the filler state events.
 const benchStateType = "org.veche.bench.state"
 
-// baseStateEvents are the room's own state events besides memberships:
-// create, power levels, join rules, history visibility and name.
-const baseStateEvents = 5
-
 func newFakeServer(name string, room fakeRoom) (*fakeServer, error) {
 	if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(name)); !ok {
 		return nil, fmt.Errorf("invalid server name %q", name)
