@@ -105,7 +105,18 @@ func contentMap(raw json.RawMessage) (map[string]any, error) {
 // getJSON makes a signed GET request to another server and decodes the
 // answer.
 func (f *Federation) getJSON(ctx context.Context, dest spec.ServerName, pathAndQuery string, out any) error {
-	req := fclient.NewFederationRequest("GET", f.serverName, dest, pathAndQuery)
+	return f.requestJSON(ctx, "GET", dest, pathAndQuery, nil, out)
+}
+
+// requestJSON makes a signed request to another server, with body (nil
+// for none) as its JSON content, and decodes the answer into out.
+func (f *Federation) requestJSON(ctx context.Context, method string, dest spec.ServerName, pathAndQuery string, body, out any) error {
+	req := fclient.NewFederationRequest(method, f.serverName, dest, pathAndQuery)
+	if body != nil {
+		if err := req.SetContent(body); err != nil {
+			return err
+		}
+	}
 	if err := req.Sign(f.serverName, f.key.ID, f.key.PrivateKey); err != nil {
 		return err
 	}

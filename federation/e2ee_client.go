@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 
-	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/veche/veche/e2ee"
@@ -37,19 +36,5 @@ func (f *Federation) postJSON(ctx context.Context, dest spec.ServerName, path st
 	if f.Denied(dest) {
 		return mxerr.Forbidden("This server does not federate with " + string(dest))
 	}
-	req := fclient.NewFederationRequest("POST", f.serverName, dest, path)
-	if err := req.SetContent(body); err != nil {
-		return err
-	}
-	if err := req.Sign(f.serverName, f.key.ID, f.key.PrivateKey); err != nil {
-		return err
-	}
-	httpReq, err := req.HTTPRequest()
-	if err != nil {
-		return err
-	}
-	if err := f.client.DoRequestAndParseResponse(ctx, httpReq, out); err != nil {
-		return remoteError(dest, err)
-	}
-	return nil
+	return f.requestJSON(ctx, "POST", dest, path, body, out)
 }

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"strconv"
 
-	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/veche/veche/internal/mxerr"
@@ -96,24 +95,3 @@ func isObject(raw json.RawMessage) bool {
 	return json.Unmarshal(raw, &m) == nil && m != nil
 }
 
-// requestJSON makes a signed request to another server, with body (nil
-// for none) as its JSON content, and decodes the answer into out.
-func (f *Federation) requestJSON(ctx context.Context, method string, dest spec.ServerName, pathAndQuery string, body, out any) error {
-	req := fclient.NewFederationRequest(method, f.serverName, dest, pathAndQuery)
-	if body != nil {
-		if err := req.SetContent(body); err != nil {
-			return err
-		}
-	}
-	if err := req.Sign(f.serverName, f.key.ID, f.key.PrivateKey); err != nil {
-		return err
-	}
-	httpReq, err := req.HTTPRequest()
-	if err != nil {
-		return err
-	}
-	if err := f.client.DoRequestAndParseResponse(ctx, httpReq, out); err != nil {
-		return remoteError(dest, err)
-	}
-	return nil
-}
