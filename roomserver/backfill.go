@@ -121,19 +121,7 @@ func (a *actor) inputBackfill(ctx context.Context, events []gomatrixserverlib.PD
 	if len(room.extremities) == 0 {
 		return nil, mxerr.Forbidden("This server is not in room " + room.id)
 	}
-	byID := make(map[string]gomatrixserverlib.PDU, len(events))
-	for _, e := range events {
-		if e.RoomID().String() != room.id {
-			return nil, mxerr.InvalidParam("event " + e.EventID() + " belongs to another room")
-		}
-		byID[e.EventID()] = e
-	}
-	ids := make([]string, 0, len(byID))
-	for id := range byID {
-		ids = append(ids, id)
-	}
-	loader := &dbLoader{rs: a.rs, room: room}
-	known, err := loader.load(ctx, ids)
+	byID, loader, known, err := a.loadBatch(ctx, events)
 	if err != nil {
 		return nil, err
 	}

@@ -52,12 +52,13 @@ func (a *actor) processOutliers(req *request) {
 	req.respond(nil, nil)
 }
 
-func (a *actor) storeOutliers(ctx context.Context, events []gomatrixserverlib.PDU) ([]InputResult, error) {
-	room := a.room
+// loadBatch indexes a batch of events from elsewhere by ID, refusing
+// events of other rooms, and loads those of them already stored.
+func (a *actor) loadBatch(ctx context.Context, events []gomatrixserverlib.PDU) (map[string]gomatrixserverlib.PDU, *dbLoader, []*Event, error) {
 	byID := make(map[string]gomatrixserverlib.PDU, len(events))
 	for _, e := range events {
-		if e.RoomID().String() != room.id {
-			return nil, mxerr.InvalidParam("event " + e.EventID() + " belongs to another room")
+		if e.RoomID().String() != a.room.id {
+			return nil, nil, nil, mxerr.InvalidParam("event " + e.EventID() + " belongs to another room")
 		}
 		byID[e.EventID()] = e
 	}
@@ -65,8 +66,14 @@ func (a *actor) storeOutliers(ctx context.Context, events []gomatrixserverlib.PD
 	for id := range byID {
 		ids = append(ids, id)
 	}
-	loader := &dbLoader{rs: a.rs, room: room}
+	loader := &dbLoader{rs: a.rs, room: a.room}
 	known, err := loader.load(ctx, ids)
+	return byID, loader, known, err
+}
+
+func (a *actor) storeOutliers(ctx context.Context, events []gomatrixserverlib.PDU) ([]InputResult, error) {
+	room := a.room
+	byID, loader, known, err := a.loadBatch(ctx, events)
 	if err != nil {
 		return nil, err
 	}
