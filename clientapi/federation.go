@@ -3,6 +3,7 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -52,6 +53,21 @@ var errNoFederation = mxerr.NotFound("Federation is disabled on this server")
 func (a *API) inRoom(ctx context.Context, room storage.Room) (bool, error) {
 	ext, err := a.rs.Extremities(ctx, room)
 	return len(ext) > 0, err
+}
+
+// heldRoom loads a room a membership request names and reports whether
+// the change can be built here (see joinLocally); an unknown room is not
+// an error, it is one to reach through other servers.
+func (a *API) heldRoom(r *http.Request, roomID string) (storage.Room, bool, error) {
+	room, err := a.rs.Room(r.Context(), roomID)
+	if errors.Is(err, mxerr.NotFound("")) {
+		return room, false, nil
+	}
+	if err != nil {
+		return room, false, err
+	}
+	local, err := a.joinLocally(r.Context(), room)
+	return room, local, err
 }
 
 // joinLocally reports whether a join can be built on this server's view

@@ -76,13 +76,8 @@ func (a *API) joinRoom(r *http.Request) (any, error) {
 		return nil, err
 	}
 	me := requester(r)
-	room, err := a.rs.Room(r.Context(), roomID)
-	local := err == nil
-	if local {
-		if local, err = a.joinLocally(r.Context(), room); err != nil {
-			return nil, err
-		}
-	} else if !errors.Is(err, mxerr.NotFound("")) {
+	room, local, err := a.heldRoom(r, roomID)
+	if err != nil {
 		return nil, err
 	}
 	if !local {
@@ -209,13 +204,8 @@ func (a *API) knockRoom(r *http.Request) (any, error) {
 		return nil, err
 	}
 	me := requester(r).UserID.String()
-	room, err := a.rs.Room(r.Context(), roomID)
-	local := err == nil
-	if local {
-		if local, err = a.joinLocally(r.Context(), room); err != nil {
-			return nil, err
-		}
-	} else if !errors.Is(err, mxerr.NotFound("")) {
+	room, local, err := a.heldRoom(r, roomID)
+	if err != nil {
 		return nil, err
 	}
 	if !local {
