@@ -63,10 +63,11 @@ type API struct {
 	log      logrus.FieldLogger
 	now      func() time.Time
 
-	uia     *uiaSessions
-	nonces  *nonceStore
-	limits  limiters
-	baseURL string
+	uia         *uiaSessions
+	hierarchies *hierarchySessions
+	nonces      *nonceStore
+	limits      limiters
+	baseURL     string
 }
 
 type limiters struct {
@@ -82,7 +83,7 @@ func New(d Deps) *API {
 		cfg: d.Config, accounts: d.Accounts, db: d.DB, rs: d.Roomserver, stream: d.Stream, typing: d.Typing, fed: d.Federation, edus: d.EDUs, log: d.Log, now: d.Now,
 		keys:   d.Keys,
 		format: &clientevent.Formatter{RS: d.Roomserver, DB: d.DB, Now: d.Now},
-		uia:    newUIASessions(d.Now), nonces: newNonceStore(d.Now), baseURL: d.Config.BaseURL(),
+		uia:    newUIASessions(d.Now), hierarchies: newHierarchySessions(d.Now), nonces: newNonceStore(d.Now), baseURL: d.Config.BaseURL(),
 	}
 	a.presence = d.Presence
 	if rl := d.Config.RateLimits; rl.Enabled {

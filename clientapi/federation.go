@@ -41,6 +41,9 @@ type Federation interface {
 	// other servers in it: up to limit events before the given prev
 	// events, which this server lacks. ctx bounds the time it may take.
 	Backfill(ctx context.Context, room storage.Room, from []string, limit int) error
+	// Hierarchy asks other servers, trying via in order, for a space and
+	// its direct children as this server may see them.
+	Hierarchy(ctx context.Context, roomID string, via []spec.ServerName, suggestedOnly bool) (*roomdir.HierarchyResponse, error)
 }
 
 // errNoFederation answers requests that would need other servers when

@@ -80,6 +80,9 @@ func (a *API) Register(rt *httpapi.Router) {
 	a.handle(rt, "GET", "/rooms/{roomId}/messages", guestOK, a.messages)
 	a.handle(rt, "POST", "/rooms/{roomId}/upgrade", user, a.upgradeRoom)
 
+	// Spaces.
+	a.handleAt(rt, "GET", "/_matrix/client/v1/rooms/{roomId}/hierarchy", guestOK, a.hierarchy)
+
 	// Modules with their own route lists.
 	a.registerDirectoryRoutes(rt)
 	a.registerRelationsRoutes(rt)

@@ -2,7 +2,6 @@ package federation
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"slices"
 
@@ -16,33 +15,8 @@ import (
 // Spaces (spec: GET /_matrix/federation/v1/hierarchy/{roomId}): a space
 // and its direct children, as far as the requesting server could peek
 // into or join them. The requesting server walks further levels itself.
-
-const spaceChildType = "m.space.child"
-
-// hierarchyChild is a child room of the answer (spec:
-// SpaceHierarchyChildRoomsChunk).
-type hierarchyChild struct {
-	roomdir.Summary
-	AllowedRoomIDs []string `json:"allowed_room_ids,omitempty"`
-	Encryption     string   `json:"encryption,omitempty"`
-	RoomVersion    string   `json:"room_version,omitempty"`
-}
-
-// hierarchyRoot is the requested room (spec: SpaceHierarchyParentRoom).
-type hierarchyRoot struct {
-	hierarchyChild
-	ChildrenState []childState `json:"children_state"`
-}
-
-// childState is an m.space.child event as stripped state with its
-// timestamp.
-type childState struct {
-	Type           string          `json:"type"`
-	StateKey       string          `json:"state_key"`
-	Content        json.RawMessage `json:"content"`
-	Sender         string          `json:"sender"`
-	OriginServerTS spec.Timestamp  `json:"origin_server_ts"`
-}
+// What a room and its children look like is shared with the client API's
+// walk, in internal/roomdir.
 
 // hierarchy is GET /_matrix/federation/v1/hierarchy/{roomId}.
 func (f *Federation) hierarchy(r *http.Request) (any, error) {
@@ -74,16 +48,15 @@ func (f *Federation) hierarchy(r *http.Request) (any, error) {
 		// answers both alike.
 		return nil, notFound
 	}
-	resp := struct {
-		Room                 hierarchyRoot    `json:"room"`
-		Children             []hierarchyChild `json:"children"`
-		InaccessibleChildren []string         `json:"inaccessible_children"`
-	}{Room: hierarchyRoot{hierarchyChild: root, ChildrenState: []childState{}}, Children: []hierarchyChild{}, InaccessibleChildren: []string{}}
-	if root.RoomType != "m.space" {
+	resp := roomdir.HierarchyResponse{
+		Room:     roomdir.SpaceRoom{HierarchyRoom: root, ChildrenState: []roomdir.ChildState{}},
+		Children: []roomdir.HierarchyRoom{}, InaccessibleChildren: []string{},
+	}
+	if root.RoomType != roomdir.SpaceRoomType {
 		// Spec: the children state of a room that is no space is empty.
 		return resp, nil
 	}
-	children, err := f.spaceChildren(ctx, room, suggestedOnly)
+	children, err := roomdir.SpaceChildren(ctx, f.db, room, suggestedOnly)
 	if err != nil {
 		return nil, err
 	}
@@ -113,64 +86,6 @@ func (f *Federation) hierarchy(r *http.Request) (any, error) {
 	return resp, nil
 }
 
-// spaceChildren returns a space's valid m.space.child events (spec: those
-// whose via is a non-empty list of server names; the others, such as
-// redacted ones, are no children), the suggested ones only if asked,
-// ordered by state key for a stable answer.
-func (f *Federation) spaceChildren(ctx context.Context, room storage.Room, suggestedOnly bool) ([]childState, error) {
-	rows, err := f.db.CurrentStateOfType(ctx, room.NID, spaceChildType)
-	if err != nil {
-		return nil, err
-	}
-	events, err := f.rs.EventRows(room, rows)
-	if err != nil {
-		return nil, err
-	}
-	var out []childState
-	for _, e := range events {
-		if e.StateKey() == nil {
-			continue
-		}
-		if _, err := spec.NewRoomID(*e.StateKey()); err != nil {
-			continue
-		}
-		var c struct {
-			Via       []json.RawMessage `json:"via"`
-			Suggested bool              `json:"suggested"`
-		}
-		if json.Unmarshal(e.Content(), &c) != nil || len(c.Via) == 0 || !allStrings(c.Via) {
-			continue
-		}
-		if suggestedOnly && !c.Suggested {
-			continue
-		}
-		out = append(out, childState{
-			Type: e.Type(), StateKey: *e.StateKey(), Content: json.RawMessage(e.Content()),
-			Sender: string(e.SenderID()), OriginServerTS: e.OriginServerTS(),
-		})
-	}
-	slices.SortFunc(out, func(a, b childState) int {
-		switch {
-		case a.StateKey < b.StateKey:
-			return -1
-		case a.StateKey > b.StateKey:
-			return 1
-		}
-		return 0
-	})
-	return out, nil
-}
-
-func allStrings(items []json.RawMessage) bool {
-	for _, it := range items {
-		var s string
-		if json.Unmarshal(it, &s) != nil {
-			return false
-		}
-	}
-	return true
-}
-
 // describeForServer summarises a room for another server. The summary's
 // RoomID is empty when this server does not hold the room (no local user
 // is joined, so its state may be stale or absent). ok reports whether
@@ -178,44 +93,28 @@ func allStrings(items []json.RawMessage) bool {
 // to all (anyone may join or knock, or the history is world-readable),
 // or one of its users is joined or invited, or — for restricted rooms —
 // joined to one of the rooms the join rule names.
-func (f *Federation) describeForServer(ctx context.Context, room storage.Room, origin spec.ServerName) (hierarchyChild, bool, error) {
-	members, err := f.db.Members(ctx, room.NID)
-	if err != nil {
-		return hierarchyChild{}, false, err
-	}
-	var joined int64
-	held, originIn := false, false
-	for _, m := range members {
-		uid, err := spec.NewUserID(m.UserID, true)
-		if err != nil {
-			continue
-		}
-		if m.Membership == spec.Join {
-			joined++
-			if uid.Domain() == f.serverName {
-				held = true
-			}
-		}
-		if uid.Domain() == origin && (m.Membership == spec.Join || m.Membership == spec.Invite) {
-			originIn = true
-		}
-	}
-	if !held {
-		return hierarchyChild{}, false, nil
+func (f *Federation) describeForServer(ctx context.Context, room storage.Room, origin spec.ServerName) (roomdir.HierarchyRoom, bool, error) {
+	d, err := roomdir.DescribeForHierarchy(ctx, f.db, room, f.serverName)
+	if err != nil || !d.Held {
+		return roomdir.HierarchyRoom{}, false, err
 	}
 	if err := f.checkACL(ctx, room.RoomID, origin); err != nil {
 		// A server the room's ACL denies learns nothing of it.
-		return hierarchyChild{Summary: roomdir.Summary{RoomID: room.RoomID}}, false, nil
+		return roomdir.HierarchyRoom{Summary: roomdir.Summary{RoomID: room.RoomID}}, false, nil
 	}
-	d, err := roomdir.DescribeStored(ctx, f.db, room, joined)
-	if err != nil {
-		return hierarchyChild{}, false, err
-	}
-	out := hierarchyChild{Summary: d.Summary, AllowedRoomIDs: d.AllowedRoomIDs, Encryption: d.Encryption, RoomVersion: room.Version}
-	if d.OpenToAll() || originIn {
+	out := d.HierarchyRoom
+	if out.OpenToAll() {
 		return out, true, nil
 	}
-	for _, allowed := range d.AllowedRoomIDs {
+	for _, m := range d.Members {
+		if m.Membership != spec.Join && m.Membership != spec.Invite {
+			continue
+		}
+		if uid, err := spec.NewUserID(m.UserID, true); err == nil && uid.Domain() == origin {
+			return out, true, nil
+		}
+	}
+	for _, allowed := range out.AllowedRoomIDs {
 		ar, err := f.rs.Room(ctx, allowed)
 		if err != nil {
 			continue

@@ -157,7 +157,7 @@ func Describe(roomID string, joined int64, content func(evType string) map[strin
 // OpenToAll reports whether anyone may see the room's summary without an
 // invite: its join rule lets anyone join or knock, or its history is
 // world-readable.
-func (d Details) OpenToAll() bool {
+func (d Summary) OpenToAll() bool {
 	switch d.JoinRule {
 	case spec.Public, spec.Knock, spec.KnockRestricted:
 		return true
