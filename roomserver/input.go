@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -273,8 +274,14 @@ func stateAfterNID(e *Event) int64 {
 	return e.StateAfterNID
 }
 
-// stateAfter loads the full state after an event.
+// stateAfter loads the full state after an event. The state after the
+// current tip is the room's current state, kept in memory: a remote
+// message that extends it costs no state load, whatever the room's size.
+// Callers must not modify the map.
 func (a *actor) stateAfter(ctx context.Context, e *Event) (map[tuple]*Event, error) {
+	if nid := stateAfterNID(e); nid != 0 && nid == a.room.snapshotNID {
+		return a.room.view.base, nil
+	}
 	return a.snapshotState(ctx, stateAfterNID(e))
 }
 
@@ -389,6 +396,9 @@ func (a *actor) storeAccepted(ctx context.Context, e *Event, before map[tuple]*E
 			forked = true
 		}
 	}
+	// incremental: the event builds on the current state on the only tip,
+	// so the current state changes by the event alone (if at all).
+	incremental := !forked && sameState(before, room.view.base)
 	if forked {
 		sets := [][]gomatrixserverlib.PDU{pdusOf(after)}
 		for _, x := range ext[:len(ext)-1] {
@@ -467,7 +477,15 @@ func (a *actor) storeAccepted(ctx context.Context, e *Event, before map[tuple]*E
 				return err
 			}
 		}
-		if err := tx.UpdateCurrentState(ctx, room.nid, stateChanges(room.view.base, current)); err != nil {
+		var changes []storage.CurrentStateChange
+		switch {
+		case !incremental:
+			changes = stateChanges(room.view.base, current)
+		case e.IsState():
+			// On the only tip, a state event changes just its own key.
+			changes = []storage.CurrentStateChange{{Type: e.Type(), StateKey: *e.StateKey(), EventNID: e.NID, Membership: membershipOf(e)}}
+		}
+		if err := tx.UpdateCurrentState(ctx, room.nid, changes); err != nil {
 			return err
 		}
 		extNIDs := make([]int64, 0, len(ext))
@@ -493,25 +511,37 @@ func (a *actor) storeAccepted(ctx context.Context, e *Event, before map[tuple]*E
 		a.rs.stream.Release(pos, 1, nil)
 		return err
 	}
-	// Fold the new state and tips into memory, then wake the members.
-	for k := range room.view.base {
-		if current[k] == nil {
-			delete(room.view.base, k)
+	// Fold the new state and tips into memory, then wake the members. A
+	// message on the only tip changes no state: nothing to fold, which
+	// keeps its cost independent of the room's size.
+	switch {
+	case !incremental:
+		for k := range room.view.base {
+			if current[k] == nil {
+				delete(room.view.base, k)
+			}
 		}
-	}
-	for k, v := range current {
-		room.view.base[k] = v
+		for k, v := range current {
+			room.view.base[k] = v
+		}
+		room.joined = map[string]bool{}
+		for k, v := range current {
+			if k.EventType == spec.MRoomMember && membershipOf(v) == spec.Join {
+				room.joined[k.StateKey] = true
+			}
+		}
+	case e.IsState():
+		room.view.base[e.Tuple()] = e
+		if m := membershipOf(e); m == spec.Join {
+			room.joined[*e.StateKey()] = true
+		} else if m != "" {
+			delete(room.joined, *e.StateKey())
+		}
 	}
 	room.extremities = ext
 	if redacted != "" {
 		a.rs.cache.evict(redacted)
 		a.applyRedactionToState(redacted)
-	}
-	room.joined = map[string]bool{}
-	for k, v := range current {
-		if k.EventType == spec.MRoomMember && membershipOf(v) == spec.Join {
-			room.joined[k.StateKey] = true
-		}
 	}
 	if chain, size, err := a.rs.db.SnapshotInfo(ctx, room.snapshotNID); err == nil {
 		room.chainLength, room.size = chain, size
@@ -542,6 +572,9 @@ func (a *actor) snapshotFor(ctx context.Context, tx *storage.Tx, state map[tuple
 func sameState(a, b map[tuple]*Event) bool {
 	if len(a) != len(b) {
 		return false
+	}
+	if reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer() {
+		return true // the very same map: no need to compare entries
 	}
 	for k, e := range a {
 		if o := b[k]; o == nil || o.EventID() != e.EventID() {
