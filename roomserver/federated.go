@@ -107,36 +107,43 @@ func (a *actor) storeOutliers(ctx context.Context, events []gomatrixserverlib.PD
 	if len(missing) > 0 {
 		return nil, &MissingEventsError{Auth: missingOf(missing, nil)}
 	}
+	// Check each against its auth events, in auth order, then store them
+	// all at once: a join's state is tens of thousands of events.
+	rows := make([]storage.EventRow, 0, len(order))
+	stored := make(map[string]*Event, len(order))
+	pending := make([]InputResult, 0, len(order))
+	for _, pdu := range order {
+		e := &Event{PDU: pdu, RoomNID: room.nid, Status: storage.EventOutlier}
+		reason := a.checkAuthEvents(pdu, loader)
+		if reason != "" {
+			e.Status = storage.EventRejected
+		}
+		e.RelatesTo, e.RelType = relation(pdu.Content())
+		rows = append(rows, storage.EventRow{
+			RoomNID: room.nid, EventID: pdu.EventID(), Type: pdu.Type(), StateKey: pdu.StateKey(), Sender: string(pdu.SenderID()),
+			Depth: pdu.Depth(), OriginServerTS: int64(pdu.OriginServerTS()), Status: e.Status, RejectionReason: reason,
+			RelatesTo: e.RelatesTo, RelType: e.RelType, JSON: pdu.JSON(),
+		})
+		loader.with(e)
+		stored[pdu.EventID()] = e
+		res := InputResult{EventID: pdu.EventID()}
+		if reason != "" {
+			res.Status, res.Reason = InputRejected, reason
+		}
+		pending = append(pending, res)
+	}
+	var nids map[string]int64
 	err = a.rs.db.Transact(ctx, func(tx *storage.Tx) error {
-		for _, pdu := range order {
-			e := &Event{PDU: pdu, RoomNID: room.nid, Status: storage.EventOutlier}
-			reason := a.checkAuthEvents(pdu, loader)
-			if reason != "" {
-				e.Status = storage.EventRejected
-			}
-			row := storage.EventRow{
-				RoomNID: room.nid, EventID: pdu.EventID(), Type: pdu.Type(), StateKey: pdu.StateKey(), Sender: string(pdu.SenderID()),
-				Depth: pdu.Depth(), OriginServerTS: int64(pdu.OriginServerTS()), Status: e.Status, RejectionReason: reason, JSON: pdu.JSON(),
-			}
-			e.RelatesTo, e.RelType = relation(pdu.Content())
-			row.RelatesTo, row.RelType = e.RelatesTo, e.RelType
-			nid, err := tx.InsertEvent(ctx, &row)
-			if errors.Is(err, storage.ErrConflict) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			e.NID = nid
-			loader.with(e)
-			res := InputResult{EventID: pdu.EventID()}
-			if reason != "" {
-				res.Status, res.Reason = InputRejected, reason
-			}
+		var err error
+		nids, err = tx.InsertOutliers(ctx, room.nid, rows)
+		return err
+	})
+	for _, res := range pending {
+		if nid, ok := nids[res.EventID]; ok {
+			stored[res.EventID].NID = nid
 			results = append(results, res)
 		}
-		return nil
-	})
+	}
 	return results, err
 }
 

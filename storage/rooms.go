@@ -277,6 +277,9 @@ func (o ops) InsertSnapshot(ctx context.Context, roomNID, parent int64, chainLen
 	if err != nil {
 		return 0, err
 	}
+	if len(entries) > 8 {
+		return nid, o.insertStateEntries(ctx, nid, entries)
+	}
 	for _, e := range entries {
 		if _, err := o.q.exec(ctx, `INSERT INTO rooms_state_entries (snapshot_nid, type, state_key, event_nid) VALUES ($1, $2, $3, $4)`,
 			nid, e.Type, e.StateKey, e.EventNID); err != nil {
@@ -357,6 +360,20 @@ type CurrentStateChange struct {
 
 // UpdateCurrentState applies changes to a room's materialized state.
 func (o ops) UpdateCurrentState(ctx context.Context, roomNID int64, changes []CurrentStateChange) error {
+	if len(changes) > 8 {
+		var upserts, deletes []CurrentStateChange
+		for _, c := range changes {
+			if c.EventNID == 0 {
+				deletes = append(deletes, c)
+			} else {
+				upserts = append(upserts, c)
+			}
+		}
+		if err := o.upsertCurrentState(ctx, roomNID, upserts); err != nil {
+			return err
+		}
+		changes = deletes
+	}
 	for _, c := range changes {
 		var err error
 		if c.EventNID == 0 {
