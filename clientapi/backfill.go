@@ -72,10 +72,12 @@ func (a *API) fillGaps(ctx context.Context, room storage.Room, bf *pageBackfill,
 	bctx, cancel := context.WithDeadline(ctx, bf.deadline)
 	defer cancel()
 	if err := a.fed.Backfill(bctx, room, gaps, max(limit, backfillBatch)); err != nil {
-		// The page ends where the local history does; a later request
-		// tries again.
+		// The page ends where the local history does, with an end token
+		// all the same: the history goes on, and a later request tries
+		// again (without one, clients would take this for the room's
+		// beginning and never ask again).
 		httpapi.Logger(ctx).WithField("room_id", room.RoomID).WithError(err).Info("Backfill failed")
-		bf.failed, bf.pending = true, false
+		bf.failed, bf.pending = true, true
 		return false, nil
 	}
 	return true, nil
