@@ -3,7 +3,6 @@ package clientapi
 import (
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"strconv"
 
@@ -475,62 +474,19 @@ func (a *API) membersAt(r *http.Request, room storage.Room, snapshot int64, even
 
 // timestampToEvent is GET /v1/rooms/{roomId}/timestamp_to_event.
 func (a *API) timestampToEvent(r *http.Request) (any, error) {
-	q := r.URL.Query()
-	if !q.Has("ts") {
-		return nil, mxerr.MissingParam("ts is required")
-	}
-	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	ts, forward, err := httpapi.TimestampQuery(r)
 	if err != nil {
-		return nil, mxerr.InvalidParam("ts must be an integer")
-	}
-	var forward bool
-	switch q.Get("dir") {
-	case "f":
-		forward = true
-	case "b":
-	case "":
-		return nil, mxerr.MissingParam("dir is required")
-	default:
-		return nil, mxerr.InvalidParam("dir must be f or b")
+		return nil, err
 	}
 	room, me, err := a.readableRoom(r)
 	if err != nil {
 		return nil, err
 	}
-	cursor := storage.TimePoint{TS: ts, Stream: math.MinInt64}
-	if !forward {
-		cursor.Stream = math.MaxInt64
+	e, err := a.rs.ClosestEvent(r.Context(), room, ts, forward, func(evs []*roomserver.Event) ([]*roomserver.Event, error) {
+		return a.rs.FilterVisible(r.Context(), room, me, evs)
+	})
+	if err != nil {
+		return nil, err
 	}
-	const batch = 50
-	for round := 0; round < maxScanRounds; round++ {
-		rows, err := a.db.EventsByTimestamp(r.Context(), room.NID, cursor, forward, batch)
-		if err != nil {
-			return nil, err
-		}
-		evs, err := a.rs.EventRows(room, rows)
-		if err != nil {
-			return nil, err
-		}
-		visible, err := a.rs.FilterVisible(r.Context(), room, me, evs)
-		if err != nil {
-			return nil, err
-		}
-		// FilterVisible keeps the order, so the first is the closest.
-		if len(visible) > 0 {
-			return map[string]any{"event_id": visible[0].EventID(), "origin_server_ts": int64(visible[0].OriginServerTS())}, nil
-		}
-		if len(rows) < batch {
-			break
-		}
-		lastRow := rows[len(rows)-1]
-		cursor = storage.TimePoint{TS: lastRow.OriginServerTS, Stream: lastRow.StreamPos + 1}
-		if !forward {
-			cursor.Stream = lastRow.StreamPos - 1
-		}
-	}
-	dir := "backward"
-	if forward {
-		dir = "forward"
-	}
-	return nil, mxerr.NotFound(fmt.Sprintf("Unable to find event from %d in %s direction", ts, dir))
+	return map[string]any{"event_id": e.EventID(), "origin_server_ts": int64(e.OriginServerTS())}, nil
 }

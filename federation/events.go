@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"math"
 	"net/http"
 	"strconv"
 
@@ -342,23 +340,9 @@ func (f *Federation) getMissingEvents(r *http.Request) (any, error) {
 // timestampToEvent is GET /_matrix/federation/v1/timestamp_to_event/{roomId}.
 func (f *Federation) timestampToEvent(r *http.Request) (any, error) {
 	ctx := r.Context()
-	q := r.URL.Query()
-	if !q.Has("ts") {
-		return nil, mxerr.MissingParam("ts is required")
-	}
-	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	ts, forward, err := httpapi.TimestampQuery(r)
 	if err != nil {
-		return nil, mxerr.InvalidParam("ts must be an integer")
-	}
-	var forward bool
-	switch q.Get("dir") {
-	case "f":
-		forward = true
-	case "b":
-	case "":
-		return nil, mxerr.MissingParam("dir is required")
-	default:
-		return nil, mxerr.InvalidParam("dir must be f or b")
+		return nil, err
 	}
 	room, v, err := f.readRoom(r)
 	if err != nil {
@@ -369,42 +353,13 @@ func (f *Federation) timestampToEvent(r *http.Request) (any, error) {
 	} else if !ok {
 		return nil, errNotInRoom
 	}
-	cursor := storage.TimePoint{TS: ts, Stream: math.MinInt64}
-	if !forward {
-		cursor.Stream = math.MaxInt64
+	e, err := f.rs.ClosestEvent(ctx, room, ts, forward, func(evs []*roomserver.Event) ([]*roomserver.Event, error) {
+		return v.Filter(ctx, evs, false)
+	})
+	if err != nil {
+		return nil, err
 	}
-	const batch, maxRounds = 50, 20
-	for round := 0; round < maxRounds; round++ {
-		rows, err := f.db.EventsByTimestamp(ctx, room.NID, cursor, forward, batch)
-		if err != nil {
-			return nil, err
-		}
-		evs, err := f.rs.EventRows(room, rows)
-		if err != nil {
-			return nil, err
-		}
-		visible, err := v.Filter(ctx, evs, false)
-		if err != nil {
-			return nil, err
-		}
-		// Filter keeps the order, so the first is the closest.
-		if len(visible) > 0 {
-			return map[string]any{"event_id": visible[0].EventID(), "origin_server_ts": int64(visible[0].OriginServerTS())}, nil
-		}
-		if len(rows) < batch {
-			break
-		}
-		last := rows[len(rows)-1]
-		cursor = storage.TimePoint{TS: last.OriginServerTS, Stream: last.StreamPos + 1}
-		if !forward {
-			cursor.Stream = last.StreamPos - 1
-		}
-	}
-	dir := "backward"
-	if forward {
-		dir = "forward"
-	}
-	return nil, mxerr.NotFound(fmt.Sprintf("Unable to find event from %d in %s direction", ts, dir))
+	return map[string]any{"event_id": e.EventID(), "origin_server_ts": int64(e.OriginServerTS())}, nil
 }
 
 // roomEvents loads the events of the room among ids; unknown ones and

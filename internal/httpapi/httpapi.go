@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -308,3 +309,24 @@ func (s *statusRecorder) Flush() {
 }
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// TimestampQuery reads the ts and dir query parameters of
+// timestamp_to_event (client and federation alike).
+func TimestampQuery(r *http.Request) (ts int64, forward bool, err error) {
+	q := r.URL.Query()
+	if !q.Has("ts") {
+		return 0, false, mxerr.MissingParam("ts is required")
+	}
+	if ts, err = strconv.ParseInt(q.Get("ts"), 10, 64); err != nil {
+		return 0, false, mxerr.InvalidParam("ts must be an integer")
+	}
+	switch q.Get("dir") {
+	case "f":
+		return ts, true, nil
+	case "b":
+		return ts, false, nil
+	case "":
+		return 0, false, mxerr.MissingParam("dir is required")
+	}
+	return 0, false, mxerr.InvalidParam("dir must be f or b")
+}
