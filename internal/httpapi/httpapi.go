@@ -14,8 +14,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
