@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/veche/veche/internal/httpapi"
@@ -292,7 +291,7 @@ func (a *API) threads(r *http.Request) (any, error) {
 			}
 			if ignored[string(root.SenderID())] {
 				// Spec: as a client aggregating locally would show it.
-				if root, err = redactedForm(room, root); err != nil {
+				if root, err = a.rs.Redacted(room, root); err != nil {
 					return nil, err
 				}
 			}
@@ -350,25 +349,6 @@ func (a *API) visibleByID(r *http.Request, room storage.Room, userID string, ids
 		out[e.EventID()] = e
 	}
 	return out, nil
-}
-
-// redactedForm returns e as redaction would leave it.
-func redactedForm(room storage.Room, e *roomserver.Event) (*roomserver.Event, error) {
-	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(room.Version))
-	if err != nil {
-		return nil, err
-	}
-	js, err := verImpl.RedactEventJSON(e.JSON())
-	if err != nil {
-		return nil, err
-	}
-	pdu, err := verImpl.NewEventFromTrustedJSONWithEventID(e.EventID(), js, true)
-	if err != nil {
-		return nil, err
-	}
-	c := *e
-	c.PDU = pdu
-	return &c, nil
 }
 
 // eventContext is GET /rooms/{roomId}/context/{eventId}.

@@ -516,17 +516,10 @@ func (a *actor) applyRedactionToState(eventID string) {
 		if e.EventID() != eventID {
 			continue
 		}
-		js, err := a.room.version.RedactEventJSON(e.JSON())
-		if err != nil {
-			return
+		room := storage.Room{NID: a.room.nid, RoomID: a.room.id, Version: string(a.room.version.Version())}
+		if c, err := a.rs.Redacted(room, e); err == nil {
+			a.room.view.base[k] = c
 		}
-		pdu, err := a.room.version.NewEventFromTrustedJSONWithEventID(eventID, js, true)
-		if err != nil {
-			return
-		}
-		c := *e
-		c.PDU = pdu
-		a.room.view.base[k] = &c
 		return
 	}
 }
