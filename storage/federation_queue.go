@@ -108,16 +108,7 @@ func (o ops) JoinedServers(ctx context.Context, roomNID int64) ([]string, error)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
+	return scanStrings(rows)
 }
 
 // ConsumerPosition returns where a consumer of the global stream has read
@@ -266,16 +257,7 @@ func (o ops) QueuedDestinations(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var d string
-		if err := rows.Scan(&d); err != nil {
-			return nil, err
-		}
-		out = append(out, d)
-	}
-	return out, rows.Err()
+	return scanStrings(rows)
 }
 
 // DestinationBackoff is the retry state of a destination whose last

@@ -38,16 +38,7 @@ func (o ops) MissingPrevEvents(ctx context.Context, eventNIDs []int64) ([]string
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return scanStrings(rows)
 }
 
 // SnapshotMembersOf returns the m.room.member entries of a snapshot whose

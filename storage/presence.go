@@ -95,16 +95,7 @@ func (o ops) UsersSharingRoom(ctx context.Context, userID string) ([]string, err
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return scanStrings(rows)
 }
 
 // SharesRoom reports whether two users are both joined to some room.
