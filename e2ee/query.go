@@ -62,29 +62,14 @@ func (s *Service) Query(ctx context.Context, requester string, users map[string]
 	if len(remote) == 0 {
 		return resp, nil
 	}
-	if timeout <= 0 {
-		timeout = defaultTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for server, users := range remote {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			keys, err := s.queryRemote(ctx, server, users)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				s.log.WithError(err).WithField("server", server).Info("Querying another server's keys failed")
-				resp.Failures[string(server)] = failure(err)
-				return
-			}
-			mergeRemote(resp, server, users, keys)
-		}()
-	}
-	wg.Wait()
+	askServers(ctx, timeout, remote, s.queryRemote, func(server spec.ServerName, users map[string][]string, keys RemoteKeys, err error) {
+		if err != nil {
+			s.log.WithError(err).WithField("server", server).Info("Querying another server's keys failed")
+			resp.Failures[string(server)] = failure(err)
+			return
+		}
+		mergeRemote(resp, server, users, keys)
+	})
 	// The requester's own signatures of remote users' master keys (made
 	// with their user-signing key) are kept here: add them.
 	for u, raw := range resp.MasterKeys {
@@ -324,37 +309,24 @@ func (s *Service) Claim(ctx context.Context, req map[string]map[string]string, t
 	if len(remote) == 0 {
 		return resp, nil
 	}
-	if timeout <= 0 {
-		timeout = defaultTimeout
+	claim := func(ctx context.Context, server spec.ServerName, users map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error) {
+		if s.remote == nil {
+			return nil, errFederationOff
+		}
+		return s.remote.ClaimRemoteKeys(ctx, server, users)
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for server, users := range remote {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var got map[string]map[string]map[string]json.RawMessage
-			err := errFederationOff
-			if s.remote != nil {
-				got, err = s.remote.ClaimRemoteKeys(ctx, server, users)
+	askServers(ctx, timeout, remote, claim, func(server spec.ServerName, users map[string]map[string]string, got map[string]map[string]map[string]json.RawMessage, err error) {
+		if err != nil {
+			s.log.WithError(err).WithField("server", server).Info("Claiming another server's keys failed")
+			resp.Failures[string(server)] = failure(err)
+			return
+		}
+		for u, devices := range got {
+			if _, ok := users[u]; ok && serverOf(u) == server {
+				resp.OneTimeKeys[u] = devices
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				s.log.WithError(err).WithField("server", server).Info("Claiming another server's keys failed")
-				resp.Failures[string(server)] = failure(err)
-				return
-			}
-			for u, devices := range got {
-				if _, ok := users[u]; ok && serverOf(u) == server {
-					resp.OneTimeKeys[u] = devices
-				}
-			}
-		}()
-	}
-	wg.Wait()
+		}
+	})
 	return resp, nil
 }
 
@@ -387,4 +359,29 @@ func (s *Service) ClaimLocal(ctx context.Context, req map[string]map[string]stri
 		}
 	}
 	return out, nil
+}
+
+// askServers asks every server its part of a request at once, within
+// timeout (defaultTimeout when zero), and hands each answer to done, one
+// at a time.
+func askServers[Q, A any](ctx context.Context, timeout time.Duration, byServer map[spec.ServerName]Q,
+	ask func(context.Context, spec.ServerName, Q) (A, error), done func(spec.ServerName, Q, A, error)) {
+	if timeout <= 0 {
+		timeout = defaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for server, q := range byServer {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a, err := ask(ctx, server, q)
+			mu.Lock()
+			defer mu.Unlock()
+			done(server, q, a, err)
+		}()
+	}
+	wg.Wait()
 }
