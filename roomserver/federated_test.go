@@ -19,7 +19,7 @@ type remoteRoom struct {
 	create, join, power, rules, hello gomatrixserverlib.PDU
 }
 
-func newRemoteRoom(t *testing.T) *remoteRoom {
+func newRemoteRoom(t testing.TB) *remoteRoom {
 	r := newRemote(t, "")
 	bob := "@bob:remote.example"
 	create := r.build(t, bob, "m.room.create", str(""), map[string]any{"room_version": "12"}, []string{}, []string{}, 1)

@@ -14,7 +14,7 @@ import (
 // joined room of 2000 members, each extending the room's tip: the cost
 // must not grow with the size of the room's state.
 func BenchmarkInputRemoteMessage(b *testing.B) {
-	t := &testing.T{}
+	t := b // the room builders take a testing.TB
 	s := testserver.Start(b)
 	rs := s.Roomserver()
 	rr := newRemoteRoom(t)

@@ -29,7 +29,7 @@ type remote struct {
 	now  time.Time
 }
 
-func newRemote(t *testing.T, roomID string) *remote {
+func newRemote(t testing.TB, roomID string) *remote {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +39,7 @@ func newRemote(t *testing.T, roomID string) *remote {
 }
 
 // build signs an event with explicit prev and auth events.
-func (r *remote) build(t *testing.T, sender, typ string, stateKey *string, content any, prev []string, auth []string, depth int64) gomatrixserverlib.PDU {
+func (r *remote) build(t testing.TB, sender, typ string, stateKey *string, content any, prev []string, auth []string, depth int64) gomatrixserverlib.PDU {
 	t.Helper()
 	raw, _ := json.Marshal(content)
 	r.now = r.now.Add(time.Millisecond)
